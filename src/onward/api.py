@@ -1,0 +1,65 @@
+"""The Python API: ``onward.copy(src, dst, **options)``.
+
+It resolves where the copy goes (as ``cp`` does: into an existing directory
+under the source's name), refuses what must not be copied, wires the local
+endpoints to the engine and returns a ``CopyResult``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .endpoints.local import LocalJournal, LocalSink, LocalSource
+from .engine import Transfer
+from .errors import DestinationError, SourceError
+from .events import CopyResult, Listener
+from .options import Options
+
+__all__ = ["copy", "resolve_destination"]
+
+StrPath = str | os.PathLike[str]
+
+
+def resolve_destination(src: str, dst: str) -> str:
+    """The file path a copy of ``src`` lands at when asked to go to ``dst``."""
+    if os.path.isdir(dst):
+        return os.path.join(dst, os.path.basename(src.rstrip("/")))
+    if dst.endswith("/"):
+        raise DestinationError(f"{dst}: destination directory does not exist", dst)
+    return dst
+
+
+def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **options: Any) -> CopyResult:
+    """Copy the file ``src`` to ``dst`` (a file path or an existing directory), resuming
+    any unfinished copy to the same place. Options are the fields of ``Options``;
+    ``listeners`` are ``Subscriber`` objects or callables that receive every event.
+    Raises an ``OnwardError`` subclass on failure; ``Interrupted`` on Ctrl-C.
+    """
+    opts = Options.build(**options)
+    src_path, dst_path = os.fspath(src), os.fspath(dst)
+    if not src_path:
+        raise SourceError("source path is empty")
+    if not dst_path:
+        raise DestinationError("destination path is empty")
+    target = os.path.abspath(resolve_destination(src_path, dst_path))
+    source = LocalSource.open(src_path)
+    try:
+        refuse_unsafe_target(source, target)
+        sink = LocalSink.open(target)
+    except BaseException:
+        source.close()
+        raise
+    return Transfer(source, sink, LocalJournal(target), opts, listeners).run()
+
+
+def refuse_unsafe_target(source: LocalSource, target: str) -> None:
+    try:
+        st = os.stat(target)
+    except OSError:
+        return
+    if os.path.isdir(target):
+        raise DestinationError(f"{target}: is a directory; cannot replace it with a file", target)
+    if (st.st_dev, st.st_ino) == (source.stat.st_dev, source.stat.st_ino):
+        raise DestinationError(f"{source.name} and {target} are the same file", target)

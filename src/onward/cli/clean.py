@@ -1,0 +1,43 @@
+"""``onward clean [PATH]``: remove abandoned partial copies and their journals."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import OnwardError, UsageError
+from ..status import find_unfinished, remove_unfinished
+from .render import emit_json, report_error
+from .status import line
+
+
+def main(args: argparse.Namespace) -> int:
+    items = find_unfinished(args.path)
+    if not items:
+        if not args.json:
+            print(f"no unfinished copies under {args.path}")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"{args.path}: {len(items)} unfinished copies; pass --yes to remove them")
+        for item in items:
+            print(line(item))
+        answer = input(f"remove {len(items)} unfinished copies and their progress? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 0
+    failed = 0
+    for item in items:
+        try:
+            remove_unfinished(item)
+        except OnwardError as exc:
+            report_error(exc, json_mode=args.json)
+            failed += 1
+            continue
+        freed = sum(os.path.getsize(p) for p in () if p)
+        if args.json:
+            emit_json({"event": "removed", "destination": item.destination, "freed": freed})
+        else:
+            print(f"removed {item.destination} (unfinished)")
+    return 1 if failed else 0

@@ -1,0 +1,76 @@
+"""``onward copy SRC... DST``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from ..api import copy
+from ..errors import Interrupted, OnwardError, UsageError
+from ..events import Listener
+from ..units import parse_size
+from .render import JsonLines, Notices, RichProgress, TextProgress, report_error
+
+PRESERVABLE = {"mode": "preserve_mode", "timestamps": "preserve_times"}
+
+
+def options_from(args: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {"restart": args.restart, "verify": args.verify}
+    try:
+        for flag in ("chunk_size", "checkpoint_bytes"):
+            if getattr(args, flag) is not None:
+                opts[flag] = parse_size(getattr(args, flag))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.checkpoint_seconds is not None:
+        opts["checkpoint_seconds"] = args.checkpoint_seconds
+    if args.retries is not None:
+        opts["retries"] = args.retries
+    for item in filter(None, (s.strip() for s in args.no_preserve.split(","))):
+        if item == "all":
+            opts.update(dict.fromkeys(PRESERVABLE.values(), False))
+        elif item in PRESERVABLE:
+            opts[PRESERVABLE[item]] = False
+        else:
+            raise UsageError(f"--no-preserve: unknown attribute {item!r} (mode, timestamps or all)")
+    return opts
+
+
+def listeners_for(args: argparse.Namespace) -> tuple[list[Listener], RichProgress | None]:
+    if args.json:
+        return [JsonLines()], None
+    if args.quiet:
+        return [Notices()], None
+    if sys.stderr.isatty():
+        bar = RichProgress()
+        return [bar], bar
+    if args.progress:
+        return [Notices(), TextProgress()], None
+    return [Notices()], None
+
+
+def main(args: argparse.Namespace) -> int:
+    if len(args.paths) < 2:
+        raise UsageError("copy needs a source and a destination: onward copy SRC... DST")
+    *sources, dst = args.paths
+    if len(sources) > 1 and not os.path.isdir(dst):
+        raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
+    opts = options_from(args)
+    failed = 0
+    for src in sources:
+        listeners, bar = listeners_for(args)
+        try:
+            copy(src, dst, listeners=listeners, **opts)
+        except Interrupted:
+            raise
+        except OnwardError as exc:
+            if len(sources) == 1:
+                raise
+            report_error(exc, json_mode=args.json)
+            failed += 1
+        finally:
+            if bar is not None:
+                bar.stop()
+    return 1 if failed else 0

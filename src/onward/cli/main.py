@@ -1,0 +1,120 @@
+"""``onward`` entry point: the parser, verb dispatch, and the one place errors become exit codes.
+
+Imports are lazy so that ``onward --version`` and ``--help`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
+
+from .._version import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="onward",
+        description="Copy big files so that an interruption costs only the bytes in flight: "
+        "re-run the same command and it resumes.",
+        epilog="exit codes: 0 done, 1 failed, 2 usage error, 130 interrupted (re-run to resume)",
+    )
+    parser.add_argument("--version", action="version", version=f"onward {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
+
+    cp = verbs.add_parser(
+        "copy",
+        help="copy files, resuming any unfinished copy to the same destination",
+        description="Copy SRC to DST, or several SRC into the directory DST. If a copy to the same "
+        "destination was interrupted, continue it from its last checkpoint.",
+    )
+    cp.add_argument("paths", nargs="+", metavar="SRC... DST", help="source file(s), then the destination")
+    cp.add_argument("--restart", action="store_true", help="discard any partial copy and start over")
+    cp.add_argument(
+        "--verify",
+        choices=("fast", "full"),
+        default="fast",
+        help="fast (default): read the copy back and check every chunk's digest before it takes the "
+        "final name, and re-check the last chunks on resume; full: also re-read the source",
+    )
+    cp.add_argument("--chunk-size", metavar="SIZE", help="journal granularity for a new copy (default 4M)")
+    cp.add_argument("--checkpoint-bytes", metavar="SIZE", help="checkpoint at least every SIZE (default 64M)")
+    cp.add_argument(
+        "--checkpoint-seconds", metavar="S", type=float, help="checkpoint at least every S seconds (default 1)"
+    )
+    cp.add_argument("--retries", metavar="N", type=int, help="retries of transient I/O errors (default 5)")
+    cp.add_argument(
+        "--no-preserve",
+        metavar="LIST",
+        default="",
+        help="do not preserve these attributes: mode, timestamps or all (default: preserve both)",
+    )
+    cp.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    cp.add_argument("--json", action="store_true", help="print one JSON object per event on stdout")
+
+    st = verbs.add_parser(
+        "status", help="list unfinished copies", description="List unfinished copies at or below PATH."
+    )
+    st.add_argument("path", nargs="?", default=".", metavar="PATH")
+    st.add_argument("--json", action="store_true", help="one JSON object per unfinished copy")
+
+    cl = verbs.add_parser(
+        "clean",
+        help="remove abandoned partial copies and journals",
+        description="Remove the partial copies and journals of unfinished copies at or below PATH.",
+    )
+    cl.add_argument("path", nargs="?", default=".", metavar="PATH")
+    cl.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    cl.add_argument("--json", action="store_true", help="one JSON object per removed copy")
+    return parser
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    signal.signal(signal.SIGTERM, _terminate)
+    from ..errors import OnwardError
+
+    try:
+        if args.verb == "copy":
+            from . import copy
+
+            return copy.main(args)
+        if args.verb == "status":
+            from . import status
+
+            return status.main(args)
+        from . import clean
+
+        return clean.main(args)
+    except OnwardError as exc:
+        from .render import report_error
+
+        report_error(exc, json_mode=args.json)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("onward: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILED

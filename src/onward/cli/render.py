@@ -1,0 +1,172 @@
+"""Turning events and results into text for people, or JSON lines for scripts.
+
+The JSON schema is documented in docs/CLI.md: every line is one object with an
+``event`` field (start, progress, checkpoint, retry, notice, done, error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from ..errors import Interrupted, OnwardError
+from ..events import Checkpoint, CopyResult, Done, Event, Notice, Progress, Retry, Start, Subscriber
+from ..units import format_size
+
+PROGRESS_EVERY = 0.5  # seconds between progress lines off a terminal or in JSON
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    body = dataclasses.asdict(event.result) if isinstance(event, Done) else dataclasses.asdict(event)
+    return {"event": event.kind, **body}
+
+
+def emit_json(obj: dict[str, Any], stream: TextIO | None = None) -> None:
+    out = stream or sys.stdout
+    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+def report_error(exc: OnwardError, *, json_mode: bool) -> None:
+    if json_mode:
+        obj: dict[str, Any] = {"event": "error", "message": exc.message, "path": exc.path, "exit_code": exc.exit_code}
+        if isinstance(exc, Interrupted):
+            obj.update(done=exc.done, total=exc.total)
+        emit_json(obj)
+    sys.stderr.write(f"onward: {exc.message}\n")
+
+
+class JsonLines(Subscriber):
+    """Every event as one JSON line; progress at most every PROGRESS_EVERY seconds."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def write(self, event: Event) -> None:
+        emit_json(event_fields(event))
+
+    def on_start(self, event: Start) -> None:
+        self.write(event)
+
+    def on_progress(self, event: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY or event.done == event.total:
+            self.last = now
+            self.write(event)
+
+    def on_checkpoint(self, event: Checkpoint) -> None:
+        self.write(event)
+
+    def on_retry(self, event: Retry) -> None:
+        self.write(event)
+
+    def on_notice(self, event: Notice) -> None:
+        self.write(event)
+
+    def on_done(self, event: Done) -> None:
+        self.write(event)
+
+
+class Notices(Subscriber):
+    """Notices and retries on stderr, for people (the JSON mode carries them as events)."""
+
+    def on_notice(self, event: Notice) -> None:
+        sys.stderr.write(f"onward: {event.destination}: {event.message}\n")
+
+    def on_retry(self, event: Retry) -> None:
+        sys.stderr.write(f"onward: {event.error}; retry {event.attempt} in {event.delay:.1f}s\n")
+
+
+def summary(result: CopyResult) -> str:
+    resumed = f", resumed at {format_size(result.resumed_from)}" if result.resumed_from else ""
+    rate = result.copied / result.duration if result.duration > 0 else 0.0
+    return (
+        f"onward: {result.destination}: {format_size(result.size)} done, {format_size(result.copied)} "
+        f"copied in {result.duration:.1f}s ({format_size(rate)}/s){resumed}"
+    )
+
+
+class TextProgress(Subscriber):
+    """Plain progress lines on stderr, for ``--progress`` off a terminal."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.began = time.monotonic()
+        self.resumed = 0
+
+    def on_start(self, event: Start) -> None:
+        self.began, self.resumed = time.monotonic(), event.resumed_from
+        if event.resumed_from:
+            sys.stderr.write(
+                f"onward: {event.destination}: resumed at {format_size(event.resumed_from)} "
+                f"of {format_size(event.total)}\n"
+            )
+
+    def on_progress(self, event: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY and event.done != event.total:
+            return
+        self.last = now
+        rate = event.copied / max(now - self.began, 1e-9)
+        eta = (event.total - event.done) / rate if rate else 0.0
+        pct = 100 * event.done // event.total if event.total else 100
+        sys.stderr.write(
+            f"onward: {format_size(event.done)} of {format_size(event.total)} ({pct}%) "
+            f"{format_size(rate)}/s ETA {eta:.0f}s\n"
+        )
+
+    def on_done(self, event: Done) -> None:
+        sys.stderr.write(summary(event.result) + "\n")
+
+
+class RichProgress(Subscriber):
+    """A progress bar with bytes, rate and ETA on a terminal; ``rich`` is imported only here."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task: Any = None
+
+    def on_start(self, event: Start) -> None:
+        name = event.destination.rsplit("/", 1)[-1]
+        label = name
+        if event.resumed_from:
+            label += f" (resumed at {format_size(event.resumed_from)} of {format_size(event.total)})"
+        self.bar.start()
+        self.task = self.bar.add_task(label, total=event.total or 1, completed=event.resumed_from)
+
+    def on_progress(self, event: Progress) -> None:
+        self.bar.update(self.task, completed=event.done)
+
+    def on_notice(self, event: Notice) -> None:
+        self.console.print(f"onward: {event.destination}: {event.message}", markup=False, highlight=False)
+
+    def on_done(self, event: Done) -> None:
+        self.bar.update(self.task, completed=event.result.size or 1)
+        self.stop()
+        self.console.print(summary(event.result), markup=False, highlight=False)
+
+    def stop(self) -> None:
+        if self.bar.live.is_started:
+            self.bar.stop()

@@ -1,0 +1,202 @@
+"""The journal codec: how a transfer's progress is written as bytes and read back.
+
+The format (version 1, documented in docs/JOURNAL.md) is a preamble followed by
+self-checking records::
+
+    preamble := MAGIC (8 bytes) · version (u16 LE) · reserved (u16 LE, 0)
+    record   := length (u32 LE) · kind (u8) · payload (length bytes) · crc32 (u32 LE of kind+payload)
+
+The first record is the HEADER (UTF-8 JSON); then CHUNK records, one per
+committed chunk (index u64, length u32, 16-byte digest), a later record for an
+index replacing an earlier one; a PROMOTE record (device u64, inode u64) is
+written just before the partial is renamed onto the destination, so a crash
+after that rename is recognised by the next run.
+
+Decoding stops at the first record that is cut short, fails its checksum or
+does not fit the plan: everything from there on is a damaged tail, reported
+and never trusted. A bad preamble or header is not a tail: it raises.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .identity import Identity
+from .plan import ChunkRecord, Plan
+
+__all__ = [
+    "DIGEST_NAME",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Decoded",
+    "DecodeError",
+    "Header",
+    "Promote",
+    "decode",
+    "encode_chunks",
+    "encode_promote",
+    "encode_start",
+]
+
+MAGIC = b"\x89ONWARD\n"
+FORMAT_VERSION = 1
+DIGEST_NAME = "xxh3-128"
+DIGEST_SIZE = 16
+
+KIND_HEADER = 1
+KIND_CHUNK = 2
+KIND_PROMOTE = 3
+
+_PREAMBLE = struct.Struct("<8sHH")
+_FRAME = struct.Struct("<IB")
+_CRC = struct.Struct("<I")
+_CHUNK = struct.Struct(f"<QI{DIGEST_SIZE}s")
+_PROMOTE = struct.Struct("<QQ")
+MAX_HEADER = 1 << 20
+
+
+class DecodeError(Exception):
+    """The journal cannot be used at all: not ours, a newer version, or a broken header."""
+
+
+@dataclass(frozen=True)
+class Header:
+    source: str
+    destination: str
+    identity: Identity
+    chunk_size: int
+    total_size: int
+    created: float
+    digest: str = DIGEST_NAME
+
+    @property
+    def plan(self) -> Plan:
+        return Plan(self.total_size, self.chunk_size)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "identity": self.identity.to_json(),
+            "chunk_size": self.chunk_size,
+            "total_size": self.total_size,
+            "digest": self.digest,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Header:
+        if not isinstance(data, dict):
+            raise ValueError("header is not an object")
+        ints = ("chunk_size", "total_size")
+        if not all(isinstance(data.get(k), int) for k in ints):
+            raise ValueError("header sizes are missing or not integers")
+        if not isinstance(data.get("source"), str) or not isinstance(data.get("destination"), str):
+            raise ValueError("header paths are missing")
+        if data.get("digest") != DIGEST_NAME:
+            raise ValueError(f"unknown digest {data.get('digest')!r}")
+        header = cls(
+            source=data["source"],
+            destination=data["destination"],
+            identity=Identity.from_json(data.get("identity")),
+            chunk_size=data["chunk_size"],
+            total_size=data["total_size"],
+            created=float(data.get("created", 0.0)),
+        )
+        header.plan  # noqa: B018 - validates the sizes
+        return header
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    device: int
+    inode: int
+
+
+@dataclass
+class Decoded:
+    header: Header
+    chunks: dict[int, ChunkRecord] = field(default_factory=dict)
+    promote: Promote | None = None
+    valid_length: int = 0  # bytes of the file that decoded cleanly
+    damaged_tail: int = 0  # bytes after that, ignored
+
+
+def _record(kind: int, payload: bytes) -> bytes:
+    body = bytes([kind]) + payload
+    return _FRAME.pack(len(payload), kind) + payload + _CRC.pack(zlib.crc32(body))
+
+
+def encode_start(header: Header) -> bytes:
+    """Preamble and header: the bytes a new journal starts with."""
+    payload = json.dumps(header.to_json(), sort_keys=True).encode("utf-8", "surrogateescape")
+    return _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0) + _record(KIND_HEADER, payload)
+
+
+def encode_chunks(records: list[ChunkRecord]) -> bytes:
+    return b"".join(
+        _record(KIND_CHUNK, _CHUNK.pack(r.index, r.length, r.digest)) for r in records
+    )
+
+
+def encode_promote(promote: Promote) -> bytes:
+    return _record(KIND_PROMOTE, _PROMOTE.pack(promote.device, promote.inode))
+
+
+def _frames(data: bytes, pos: int) -> tuple[list[tuple[int, bytes, int]], int]:
+    """Split ``data`` from ``pos`` into (kind, payload, end) frames; stop at the first bad one."""
+    frames = []
+    while pos + _FRAME.size <= len(data):
+        length, kind = _FRAME.unpack_from(data, pos)
+        end = pos + _FRAME.size + length + _CRC.size
+        if end > len(data):
+            break
+        body = data[pos + _FRAME.size - 1 : end - _CRC.size]
+        (crc,) = _CRC.unpack_from(data, end - _CRC.size)
+        if zlib.crc32(body) != crc:
+            break
+        frames.append((kind, body[1:], end))
+        pos = end
+    return frames, pos
+
+
+def decode(data: bytes) -> Decoded:
+    """Read a whole journal; raises ``DecodeError`` when it cannot be used at all."""
+    if len(data) < _PREAMBLE.size:
+        raise DecodeError("too short to be an onward journal")
+    magic, version, _ = _PREAMBLE.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError("not an onward journal")
+    if version > FORMAT_VERSION:
+        raise DecodeError(f"written by a newer onward (format {version}, this one reads {FORMAT_VERSION})")
+    if version < 1:
+        raise DecodeError(f"unknown format version {version}")
+    frames, _ = _frames(data, _PREAMBLE.size)
+    if not frames or frames[0][0] != KIND_HEADER:
+        raise DecodeError("header record is missing or damaged")
+    try:
+        raw = frames[0][1]
+        if len(raw) > MAX_HEADER:
+            raise ValueError("header too large")
+        header = Header.from_json(json.loads(raw.decode("utf-8", "surrogateescape")))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"header is unreadable ({exc})") from None
+    out = Decoded(header=header, valid_length=frames[0][2])
+    plan = header.plan
+    for kind, payload, end in frames[1:]:
+        if kind == KIND_CHUNK and len(payload) == _CHUNK.size:
+            record = ChunkRecord(*_CHUNK.unpack(payload))
+            if not plan.fits(record):
+                break
+            out.chunks[record.index] = record
+        elif kind == KIND_PROMOTE and len(payload) == _PROMOTE.size:
+            out.promote = Promote(*_PROMOTE.unpack(payload))
+        else:
+            break
+        out.valid_length = end
+    out.damaged_tail = len(data) - out.valid_length
+    return out

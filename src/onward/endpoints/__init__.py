@@ -1,0 +1,103 @@
+"""Endpoints do I/O only: one module per kind of storage, behind these small interfaces.
+
+A ``Source`` says who it is and reads ranges; a ``Sink`` writes ranges into a
+partial copy, makes them durable, reads them back for verification and
+promotes the finished partial to its final name. Errors leave an endpoint as
+``onward.errors`` types, never as bare ``OSError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..core.identity import Identity
+from ..core.journal import Promote
+
+__all__ = ["Attributes", "JournalStore", "Sink", "Source"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    """What a source says about its bytes that a copy may preserve (None: unknown)."""
+
+    mode: int | None
+    times_ns: tuple[int, int] | None  # (atime, mtime)
+
+
+class Source(Protocol):
+    name: str
+
+    def identity(self) -> Identity:
+        """The source as it is now (raises ``SourceError`` when it cannot be read)."""
+        ...
+
+    def attributes(self) -> Attributes:
+        """Permission bits and times as of the last ``identity()``."""
+        ...
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        """Fill ``buf`` from ``offset``; fewer bytes only at the end of the source."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    name: str
+
+    def present(self) -> int | None:
+        """Bytes in the partial, or None when there is no partial."""
+        ...
+
+    def reset(self) -> None:
+        """Empty the partial (create it if needed)."""
+        ...
+
+    def write(self, offset: int, data: memoryview) -> None: ...
+
+    def read_into(self, offset: int, buf: memoryview) -> int: ...
+
+    def truncate(self, size: int) -> None: ...
+
+    def sync(self) -> None:
+        """Make every write so far durable; raises ``DurabilityError`` on failure."""
+        ...
+
+    def token(self) -> Promote:
+        """What identifies the partial once it holds the final name."""
+        ...
+
+    def holds(self, token: Promote) -> bool:
+        """Whether the final name already holds the partial ``token`` names (renamed earlier)."""
+        ...
+
+    def promote(self, mode: int | None, mtime_ns: int | None) -> None:
+        """Apply metadata, make it durable, and atomically take the final name."""
+        ...
+
+    def settle(self) -> None:
+        """Make the final name durable (a promotion a crash interrupted)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class JournalStore(Protocol):
+    """Where a transfer's journal lives: beside a local destination, or in a state directory."""
+
+    name: str
+
+    def read(self) -> bytes | None: ...
+
+    def create(self, data: bytes) -> None:
+        """Replace the journal atomically with ``data`` (durable on return)."""
+        ...
+
+    def append(self, data: bytes) -> None:
+        """Append and make durable; raises ``DurabilityError`` when it cannot."""
+        ...
+
+    def remove(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,345 @@
+"""Local files: a source read with ``pread``, a partial beside the destination, a journal beside it.
+
+For a destination ``DIR/NAME`` the partial copy is ``DIR/NAME.onward-partial``
+and the journal ``DIR/NAME.onward-journal``: same directory, so the final
+rename is atomic, and visible to ``ls`` so an unfinished copy is never a secret.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from typing import NoReturn
+
+from ..core.identity import Identity
+from ..core.journal import Promote
+from . import Attributes
+from ..errors import (
+    DestinationError,
+    DurabilityError,
+    JournalError,
+    SourceError,
+    from_oserror,
+)
+
+__all__ = [
+    "JOURNAL_SUFFIX",
+    "PARTIAL_SUFFIX",
+    "LocalJournal",
+    "LocalSink",
+    "LocalSource",
+    "fsync_dir",
+    "journal_path",
+    "partial_path",
+]
+
+PARTIAL_SUFFIX = ".onward-partial"
+JOURNAL_SUFFIX = ".onward-journal"
+
+
+def partial_path(destination: str) -> str:
+    return destination + PARTIAL_SUFFIX
+
+
+def journal_path(destination: str) -> str:
+    return destination + JOURNAL_SUFFIX
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def fsync_dir(path: str, doing: str) -> None:
+    """fsync the directory holding ``path`` so a rename or unlink in it is durable."""
+    directory = os.path.dirname(path) or "."
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise DurabilityError(
+            f"{directory}: fsync of the directory after {doing} failed: {os.strerror(exc.errno or 0)}; "
+            "re-run to resume",
+            directory,
+        ) from None
+
+
+def _pread_full(fd: int, offset: int, buf: memoryview) -> int:
+    """Fill ``buf`` from ``offset``, stopping early only at end of file."""
+    got = 0
+    while got < len(buf):
+        n = os.preadv(fd, [buf[got:]], offset + got)
+        if n == 0:
+            break
+        got += n
+    return got
+
+
+class LocalSource:
+    """A regular file, read by offset. Open it with ``LocalSource.open``."""
+
+    def __init__(self, name: str, fd: int, st: os.stat_result) -> None:
+        self.name = name
+        self._fd = fd
+        self._st = st
+
+    @classmethod
+    def open(cls, path: str) -> LocalSource:
+        try:
+            st = os.stat(path)
+            if stat.S_ISDIR(st.st_mode):
+                raise SourceError(f"{path}: is a directory (copying directory trees is not supported yet)", path)
+            if not stat.S_ISREG(st.st_mode):
+                raise SourceError(
+                    f"{path}: is {_kind(st.st_mode)}; onward copies regular files only, "
+                    "because a stream cannot be resumed",
+                    path,
+                )
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            raise from_oserror(exc, path, "cannot open source", source=True) from None
+        source = cls(os.path.abspath(path), fd, os.fstat(fd))
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        return source
+
+    @property
+    def stat(self) -> os.stat_result:
+        return self._st
+
+    def identity(self) -> Identity:
+        """Identity of whatever the path names now; follows a file replaced by rename."""
+        try:
+            st = os.stat(self.name)
+            if (st.st_dev, st.st_ino) != (self._st.st_dev, self._st.st_ino):
+                fd = os.open(self.name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                os.close(self._fd)
+                self._fd = fd
+                st = os.fstat(fd)
+        except OSError as exc:
+            raise from_oserror(exc, self.name, "cannot read source", source=True) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{self.name}: is now {_kind(st.st_mode)}", self.name)
+        self._st = st
+        return Identity(
+            "local",
+            st.st_size,
+            {"dev": st.st_dev, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns},
+        )
+
+    def attributes(self) -> Attributes:
+        st = self._st
+        return Attributes(stat.S_IMODE(st.st_mode) & 0o777, (st.st_atime_ns, st.st_mtime_ns))
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        try:
+            return _pread_full(self._fd, offset, buf)
+        except OSError as exc:
+            raise from_oserror(exc, self.name, "read", source=True) from None
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class LocalSink:
+    """The partial beside a local destination; locked so that two runs never share it."""
+
+    def __init__(self, name: str, fd: int, fresh: bool) -> None:
+        self.name = name
+        self.partial = partial_path(name)
+        self._fd = fd
+        self._fresh = fresh
+        self._poisoned: str | None = None
+
+    @classmethod
+    def open(cls, destination: str) -> LocalSink:
+        partial = partial_path(destination)
+        directory = os.path.dirname(destination) or "."
+        if not os.path.isdir(directory):
+            raise DestinationError(f"{directory}: destination directory does not exist", directory)
+        fresh = False
+        try:
+            try:
+                fd = os.open(partial, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fresh = True
+            st = os.fstat(fd)
+        except OSError as exc:
+            raise from_oserror(exc, partial, "cannot open partial copy", source=False) from None
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise DestinationError(f"{partial}: is {_kind(st.st_mode)}, not a partial copy", partial)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DestinationError(
+                f"{destination}: another onward is copying to it right now; wait for it to finish",
+                destination,
+            ) from None
+        return cls(destination, fd, fresh)
+
+    def _fail(self, exc: OSError, doing: str) -> NoReturn:
+        raise from_oserror(exc, self.partial, doing, source=False) from None
+
+    def present(self) -> int | None:
+        if self._fresh:
+            return None
+        return os.fstat(self._fd).st_size
+
+    def reset(self) -> None:
+        self.truncate(0)
+        self._fresh = False
+
+    def write(self, offset: int, data: memoryview) -> None:
+        try:
+            done = 0
+            while done < len(data):
+                done += os.pwrite(self._fd, data[done:], offset + done)
+        except OSError as exc:
+            self._fail(exc, "write")
+
+    def read_into(self, offset: int, buf: memoryview) -> int:
+        try:
+            return _pread_full(self._fd, offset, buf)
+        except OSError as exc:
+            self._fail(exc, "read back")
+
+    def truncate(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self._fail(exc, "truncate")
+
+    def sync(self) -> None:
+        """fdatasync; after one failure every later call fails too (the kernel may have dropped pages)."""
+        if self._poisoned is None:
+            try:
+                os.fdatasync(self._fd)
+                return
+            except OSError as exc:
+                self._poisoned = os.strerror(exc.errno or 0)
+        raise DurabilityError(
+            f"{self.partial}: fsync failed: {self._poisoned}; progress since the last checkpoint "
+            "is not trusted, re-run to resume",
+            self.partial,
+        )
+
+    def token(self) -> Promote:
+        st = os.fstat(self._fd)
+        return Promote(st.st_dev, st.st_ino)
+
+    def holds(self, token: Promote) -> bool:
+        try:
+            st = os.stat(self.name)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (token.device, token.inode)
+
+    def promote(self, mode: int | None, times_ns: tuple[int, int] | None) -> None:
+        """chmod and utime, fsync, rename onto the final name, fsync the directory."""
+        try:
+            if mode is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
+            os.fchmod(self._fd, mode)
+            if times_ns is not None:
+                os.utime(self._fd, ns=times_ns)
+        except OSError as exc:
+            self._fail(exc, "set permissions and times")
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._poisoned = os.strerror(exc.errno or 0)
+            self.sync()
+        if os.path.isdir(self.name) and not os.path.islink(self.name):
+            raise DestinationError(f"{self.name}: is a directory; cannot replace it with a file", self.name)
+        try:
+            os.rename(self.partial, self.name)
+        except OSError as exc:
+            raise from_oserror(exc, self.name, "rename into place", source=False) from None
+        self.settle()
+
+    def settle(self) -> None:
+        fsync_dir(self.name, "renaming the finished copy")
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class LocalJournal:
+    """The journal file beside a local destination."""
+
+    def __init__(self, destination: str) -> None:
+        self.name = journal_path(destination)
+        self._fd: int | None = None
+
+    def _error(self, exc: OSError, doing: str) -> Exception:
+        return from_oserror(exc, self.name, doing, source=False)
+
+    def read(self) -> bytes | None:
+        try:
+            with open(self.name, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise JournalError(f"{self.name}: cannot read journal: {os.strerror(exc.errno or 0)}", self.name) from None
+
+    def create(self, data: bytes) -> None:
+        self.close()
+        tmp = self.name + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.name)
+        except OSError as exc:
+            raise self._error(exc, "write journal") from None
+        fsync_dir(self.name, "writing the journal")
+
+    def append(self, data: bytes) -> None:
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise self._error(exc, "append to journal") from None
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise DurabilityError(
+                f"{self.name}: fsync of the journal failed: {os.strerror(exc.errno or 0)}; re-run to resume",
+                self.name,
+            ) from None
+
+    def remove(self) -> None:
+        self.close()
+        try:
+            os.unlink(self.name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise self._error(exc, "remove journal") from None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

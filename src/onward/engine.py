@@ -1,0 +1,360 @@
+"""The one loop: read chunks from a source, write them to a sink, checkpoint, verify, promote.
+
+Every decision comes from ``onward.core``; every byte moves through an
+endpoint. The ordering rule lives here and nowhere else: chunk data is synced
+by the sink *before* the journal record that claims it is appended.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+
+import xxhash
+
+from .core.identity import Identity, matches
+from .core.journal import Decoded, DecodeError, Header, decode, encode_chunks, encode_promote, encode_start
+from .core.lifecycle import Lifecycle, State, Step
+from .core.plan import ChunkRecord, Plan, without
+from .core.retry import Backoff
+from .endpoints import JournalStore, Sink, Source
+from .errors import (
+    DestinationError,
+    IntegrityError,
+    Interrupted,
+    JournalError,
+    NoSpaceError,
+    OnwardError,
+    TransientError,
+)
+from .events import Checkpoint, CopyResult, Done, Event, Listener, Notice, Progress, Retry, Start, dispatch
+from .options import Options
+from .units import format_size
+
+__all__ = ["Transfer"]
+
+
+def digest(data: memoryview) -> bytes:
+    return xxhash.xxh3_128(data).digest()
+
+
+class Transfer:
+    """One copy from ``source`` to ``sink``; ``run()`` once."""
+
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        journal: JournalStore,
+        options: Options,
+        listeners: Sequence[Listener] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.source, self.sink, self.journal, self.opts = source, sink, journal, options
+        self.listeners = listeners
+        self.clock, self.sleep, self.jitter = clock, sleep, jitter
+        self.life = Lifecycle()
+        self.header: Header | None = None
+        self.committed: dict[int, ChunkRecord] = {}
+        self.pending: list[ChunkRecord] = []
+        self.copied = 0
+        self.buf = memoryview(bytearray(options.chunk_size))
+
+    # -- reporting -----------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            dispatch(listener, event)
+
+    def notice(self, message: str) -> None:
+        self.emit(Notice(self.sink.name, message))
+
+    @property
+    def plan(self) -> Plan:
+        assert self.header is not None
+        return self.header.plan
+
+    @property
+    def durable(self) -> int:
+        return self.plan.committed_bytes(self.committed)
+
+    # -- the run -------------------------------------------------------------
+
+    def run(self) -> CopyResult:
+        started = self.clock()
+        try:
+            finished_earlier = self.prepare(self.source.identity())
+            resumed_from = self.durable
+            self.emit(Start(self.source.name, self.sink.name, self.plan.total_size, resumed_from, self.plan.chunk_size))
+            if not finished_earlier:
+                self.life.step(Step.PLANNED)
+                while self.life.state is not State.PROMOTING:
+                    self.copy_with_retries()
+                    self.life.step(Step.COPIED)
+                    if self.verify():
+                        self.life.step(Step.VERIFIED)
+                    elif self.life.step(Step.DAMAGED) is State.FAILED:
+                        raise IntegrityError(
+                            f"{self.source.name}: the source kept changing (or the copy kept failing "
+                            f"verification) over {self.life.max_rounds} rounds; nothing was promoted, "
+                            "re-run when it is stable",
+                            self.source.name,
+                        )
+                self.promote()
+                self.life.step(Step.PROMOTED)
+        except KeyboardInterrupt:
+            self.life.step(Step.INTERRUPT)
+            raise self.interrupted() from None
+        except NoSpaceError as exc:
+            self.life.step(Step.ERROR)
+            needed = self.plan.total_size - self.durable if self.header else 0
+            raise NoSpaceError(
+                f"{exc.message}: {format_size(needed)} more needed; "
+                "the partial is kept, free space and re-run to resume",
+                exc.path,
+            ) from None
+        except OnwardError:
+            self.life.step(Step.ERROR)
+            raise
+        finally:
+            self.source.close()
+            self.sink.close()
+            self.journal.close()
+        joined = b"".join(self.committed[i].digest for i in range(self.plan.chunk_count))
+        result = CopyResult(
+            source=self.source.name,
+            destination=self.sink.name,
+            size=self.plan.total_size,
+            resumed_from=resumed_from,
+            copied=self.copied,
+            digest=xxhash.xxh3_128(joined).hexdigest(),
+            duration=self.clock() - started,
+        )
+        self.emit(Done(result))
+        return result
+
+    def interrupted(self) -> Interrupted:
+        """Checkpoint what is fully written, then describe where a re-run will pick up."""
+        try:
+            if self.header is not None:
+                self.checkpoint()
+        except (OnwardError, KeyboardInterrupt):
+            pass
+        total = self.plan.total_size if self.header else 0
+        done = self.durable if self.header else 0
+        pct = f" ({100 * done // total}%)" if total else ""
+        return Interrupted(
+            f"{self.sink.name}: interrupted at {format_size(done)} of {format_size(total)}{pct}; "
+            "run the same command again to resume",
+            self.sink.name,
+            done,
+            total,
+        )
+
+    # -- preparing: fresh start or resume -------------------------------------
+
+    def prepare(self, current: Identity) -> bool:
+        """Load or create the journal; True when an earlier run already promoted the copy."""
+        if self.opts.restart:
+            self.journal.remove()
+        raw = self.journal.read()
+        if raw is None:
+            self.start_fresh(current)
+            return False
+        try:
+            loaded = decode(raw)
+        except DecodeError as exc:
+            raise JournalError(
+                f"{self.journal.name}: {exc}; move it away, or re-run with --restart to start over",
+                self.journal.name,
+            ) from None
+        self.check_owner(loaded.header, current)
+        self.header = loaded.header
+        if loaded.promote is not None and self.sink.holds(loaded.promote):
+            # Renamed into place by an earlier run that stopped before removing the journal.
+            self.committed = dict(loaded.chunks)
+            self.sink.settle()
+            self.journal.remove()
+            self.notice("an earlier run had already finished this copy; it is complete")
+            return True
+        self.resume(loaded, current)
+        return False
+
+    def start_fresh(self, current: Identity) -> None:
+        self.header = Header(
+            source=self.source.name,
+            destination=self.sink.name,
+            identity=current,
+            chunk_size=self.opts.chunk_size,
+            total_size=current.size,
+            created=time.time(),
+        )
+        self.committed = {}
+        self.sink.reset()
+        self.journal.create(encode_start(self.header))
+
+    def check_owner(self, header: Header, current: Identity) -> None:
+        if header.destination != self.sink.name:
+            raise JournalError(
+                f"{self.journal.name}: journal belongs to a copy to {header.destination}; "
+                "move it away, or re-run with --restart to start over",
+                self.journal.name,
+            )
+        same_file = all(header.identity.attrs.get(k) == current.attrs.get(k) for k in ("dev", "ino"))
+        if header.source != self.source.name and not same_file:
+            raise DestinationError(
+                f"{self.sink.name}: holds an unfinished copy of {header.source}; re-run that copy "
+                "to finish it, or use --restart to discard it",
+                self.sink.name,
+            )
+
+    def resume(self, loaded: Decoded, current: Identity) -> None:
+        committed = dict(loaded.chunks)
+        dirty = loaded.damaged_tail > 0
+        if dirty:
+            self.notice(f"journal tail damaged: ignored its last {loaded.damaged_tail} bytes")
+        present = self.sink.present()
+        if present is None:
+            if committed:
+                self.notice("the partial copy is gone; starting over")
+            committed, dirty = {}, True
+            self.sink.reset()
+        else:
+            short = self.plan.beyond(committed, present)
+            if short:
+                self.notice(
+                    f"the partial copy is shorter than its journal ({format_size(present)}); "
+                    f"copying {len(short)} chunk(s) again"
+                )
+                committed, dirty = without(committed, short), True
+        self.committed = committed
+        if not matches(self.header_or_fail().identity, current):
+            self.rebase(current, "the source changed since the last run")
+            return
+        if self.opts.verify == "full":
+            bad = self.check(self.source.read_into, sorted(committed))
+            bad += self.check(self.sink.read_into, sorted(set(committed) - set(bad)))
+        else:
+            bad = self.check(self.sink.read_into, Plan.last(committed, self.opts.recheck_chunks))
+        if bad:
+            self.notice(f"{len(bad)} chunk(s) of the partial copy are damaged; copying them again")
+            self.committed, dirty = without(self.committed, bad), True
+        if dirty:
+            self.rewrite()
+
+    def header_or_fail(self) -> Header:
+        assert self.header is not None
+        return self.header
+
+    def rebase(self, current: Identity, why: str) -> None:
+        """Adopt the source as it is now, keeping only committed chunks it still holds."""
+        self.header = replace(self.header_or_fail(), identity=current, total_size=current.size)
+        kept = self.plan.rebase(self.committed)
+        bad = self.check(self.source.read_into, sorted(kept))
+        self.committed = without(kept, bad)
+        self.notice(
+            f"{why}: kept {len(self.committed)} of {len(kept)} committed chunk(s) that still match it"
+        )
+        self.rewrite()
+
+    def rewrite(self) -> None:
+        self.journal.create(
+            encode_start(self.header_or_fail()) + encode_chunks([self.committed[i] for i in sorted(self.committed)])
+        )
+
+    def check(self, read: Callable[[int, memoryview], int], indexes: Iterable[int]) -> list[int]:
+        """Indexes among ``indexes`` whose bytes, as ``read`` returns them, fail their digest."""
+        bad = []
+        for index in indexes:
+            offset, length = self.plan.span(index)
+            view = self.buf[:length]
+            if read(offset, view) != length or digest(view) != self.committed[index].digest:
+                bad.append(index)
+        return bad
+
+    # -- copying ------------------------------------------------------------
+
+    def copy_with_retries(self) -> None:
+        backoff = Backoff(retries=self.opts.retries)
+        attempt, durable_at_failure = 0, -1
+        while True:
+            try:
+                self.copy_remaining()
+                return
+            except TransientError as exc:
+                self.pending.clear()  # written but never synced: redone from the last checkpoint
+                attempt = 1 if self.durable > durable_at_failure else attempt + 1
+                durable_at_failure = self.durable
+                delay = backoff.delay(attempt, self.jitter())
+                if delay is None:
+                    raise
+                self.emit(Retry(self.sink.name, attempt, delay, exc.message))
+                self.sleep(delay)
+
+    def copy_remaining(self) -> None:
+        plan, opts = self.plan, self.opts
+        since, last = 0, self.clock()
+        for index in plan.remaining(self.committed):
+            offset, length = plan.span(index)
+            view = self.buf[:length]
+            if self.source.read_into(offset, view) != length:
+                break  # the source shrank: verification sees the new identity
+            record = ChunkRecord(index, length, digest(view))
+            self.sink.write(offset, view)
+            self.pending.append(record)
+            self.copied += length
+            since += length
+            self.emit(Progress(self.sink.name, self.durable + since, plan.total_size, self.copied))
+            if since >= opts.checkpoint_bytes or self.clock() - last >= opts.checkpoint_seconds:
+                self.checkpoint()
+                since, last = 0, self.clock()
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Data first, then the journal record that claims it."""
+        if not self.pending:
+            return
+        self.sink.sync()
+        self.journal.append(encode_chunks(self.pending))
+        self.committed.update((r.index, r) for r in self.pending)
+        self.pending.clear()
+        self.emit(Checkpoint(self.sink.name, self.durable, self.plan.total_size))
+
+    # -- verifying and promoting ---------------------------------------------
+
+    def source_changed(self) -> bool:
+        current = self.source.identity()
+        if matches(self.header_or_fail().identity, current):
+            return False
+        self.rebase(current, "the source changed during the copy")
+        return True
+
+    def verify(self) -> bool:
+        """End-to-end check of the whole partial; False sends the transfer back to copying."""
+        if self.source_changed() or not self.plan.is_complete(self.committed):
+            return False
+        self.sink.truncate(self.plan.total_size)
+        everything = sorted(self.committed)
+        bad = self.check(self.sink.read_into, everything)
+        if self.opts.verify == "full":
+            bad = sorted(set(bad) | set(self.check(self.source.read_into, everything)))
+        if bad:
+            self.notice(f"verification found {len(bad)} damaged chunk(s); copying them again")
+            self.committed = without(self.committed, bad)
+            self.rewrite()
+            return False
+        return not self.source_changed()
+
+    def promote(self) -> None:
+        self.journal.append(encode_promote(self.sink.token()))
+        attrs = self.source.attributes()
+        self.sink.promote(
+            attrs.mode if self.opts.preserve_mode else None,
+            attrs.times_ns if self.opts.preserve_times else None,
+        )
+        self.journal.remove()

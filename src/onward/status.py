@@ -1,0 +1,110 @@
+"""Finding unfinished transfers on disk (``onward status``) and removing them (``onward clean``)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .core.journal import DecodeError, decode
+from .endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
+from .errors import DestinationError, SourceError, from_oserror
+
+__all__ = ["Unfinished", "find_unfinished", "remove_unfinished"]
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """An unfinished copy: a journal, a partial, or both, beside ``destination``."""
+
+    destination: str
+    source: str | None  # None when there is no readable journal
+    size: int | None
+    done: int  # bytes committed in the journal
+    last_activity: float  # Unix time of the latest change to the journal or partial
+    journal: str | None
+    partial: str | None
+    problem: str | None = None
+
+    @property
+    def percent(self) -> float | None:
+        if self.size is None:
+            return None
+        return 100.0 if self.size == 0 else 100.0 * self.done / self.size
+
+
+def _candidates(root: str) -> Iterator[str]:
+    """Destinations that have a journal or a partial under ``root``."""
+    if not os.path.isdir(root):
+        base = root.removesuffix(JOURNAL_SUFFIX).removesuffix(PARTIAL_SUFFIX)
+        if any(os.path.lexists(base + s) for s in (JOURNAL_SUFFIX, PARTIAL_SUFFIX)):
+            yield base
+        return
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        seen = set()
+        for name in sorted(files):
+            for suffix in (JOURNAL_SUFFIX, PARTIAL_SUFFIX):
+                if name.endswith(suffix) and name != suffix:
+                    seen.add(name.removesuffix(suffix))
+        for base in sorted(seen):
+            yield os.path.join(directory, base)
+
+
+def _describe(destination: str) -> Unfinished:
+    journal, partial = destination + JOURNAL_SUFFIX, destination + PARTIAL_SUFFIX
+    has_journal, has_partial = os.path.isfile(journal), os.path.isfile(partial)
+    times = [os.stat(p).st_mtime for p, present in ((journal, has_journal), (partial, has_partial)) if present]
+    common = {
+        "destination": destination,
+        "last_activity": max(times, default=0.0),
+        "journal": journal if has_journal else None,
+        "partial": partial if has_partial else None,
+    }
+    if not has_journal:
+        return Unfinished(source=None, size=None, done=0, problem="partial without a journal", **common)
+    try:
+        with open(journal, "rb") as fh:
+            loaded = decode(fh.read())
+    except (OSError, DecodeError) as exc:
+        return Unfinished(source=None, size=None, done=0, problem=f"journal unreadable: {exc}", **common)
+    header = loaded.header
+    done = header.plan.committed_bytes(loaded.chunks) if has_partial else 0
+    return Unfinished(source=header.source, size=header.total_size, done=done, **common)
+
+
+def find_unfinished(root: str = ".") -> list[Unfinished]:
+    """Every unfinished copy at or below ``root`` (a directory, a destination or its journal)."""
+    if not os.path.lexists(root):
+        raise SourceError(f"{root}: no such file or directory", root)
+    return [_describe(d) for d in _candidates(root)]
+
+
+def remove_unfinished(item: Unfinished) -> None:
+    """Delete the partial and journal of ``item``; refuses while a copy is running on it."""
+    if item.partial is not None:
+        try:
+            fd = os.open(item.partial, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = -1
+        except OSError as exc:
+            raise from_oserror(exc, item.partial, "cannot open", source=False) from None
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise DestinationError(
+                    f"{item.destination}: a copy is running on it right now; not removed", item.destination
+                ) from None
+            finally:
+                os.close(fd)
+    for path in (item.partial, item.journal, item.destination + JOURNAL_SUFFIX + ".tmp"):
+        if path is None:
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise from_oserror(exc, path, "cannot remove", source=False) from None
