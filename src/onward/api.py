@@ -27,7 +27,12 @@ def resolve_destination(src: str, dst: str) -> str:
     if os.path.isdir(dst):
         return os.path.join(dst, os.path.basename(src.rstrip("/")))
     if dst.endswith("/"):
-        raise DestinationError(f"{dst}: destination directory does not exist", dst)
+        why = (
+            "is not a directory"
+            if os.path.exists(dst.rstrip("/"))
+            else "destination directory does not exist"
+        )
+        raise DestinationError(f"{dst}: {why}", dst)
     return dst
 
 

@@ -22,6 +22,7 @@ from .core.retry import Backoff
 from .endpoints import JournalStore, Sink, Source
 from .errors import (
     DestinationError,
+    DurabilityError,
     IntegrityError,
     Interrupted,
     JournalError,
@@ -31,9 +32,12 @@ from .errors import (
 )
 from .events import Checkpoint, CopyResult, Done, Event, Listener, Notice, Progress, Retry, Start, dispatch
 from .options import Options
+from .readahead import Readahead
 from .units import format_size
 
 __all__ = ["Transfer"]
+
+READAHEAD = 4  # chunk buffers in flight between the reader thread and the writer
 
 
 def digest(data: memoryview) -> bytes:
@@ -61,7 +65,8 @@ class Transfer:
         self.life = Lifecycle()
         self.header: Header | None = None
         self.committed: dict[int, ChunkRecord] = {}
-        self.pending: list[ChunkRecord] = []
+        self.pending: list[ChunkRecord] = []  # written, not yet synced and journaled
+        self.verified: set[int] = set()  # chunks read back intact after their sync in this run
         self.copied = 0
         self.buf = memoryview(bytearray(options.chunk_size))
 
@@ -90,7 +95,11 @@ class Transfer:
         try:
             finished_earlier = self.prepare(self.source.identity())
             resumed_from = self.durable
-            self.emit(Start(self.source.name, self.sink.name, self.plan.total_size, resumed_from, self.plan.chunk_size))
+            self.emit(
+                Start(
+                    self.source.name, self.sink.name, self.plan.total_size, resumed_from, self.plan.chunk_size
+                )
+            )
             if not finished_earlier:
                 self.life.step(Step.PLANNED)
                 while self.life.state is not State.PROMOTING:
@@ -110,16 +119,12 @@ class Transfer:
         except KeyboardInterrupt:
             self.life.step(Step.INTERRUPT)
             raise self.interrupted() from None
-        except NoSpaceError as exc:
+        except OnwardError as exc:
             self.life.step(Step.ERROR)
-            needed = self.plan.total_size - self.durable if self.header else 0
-            raise NoSpaceError(
-                f"{exc.message}: {format_size(needed)} more needed; "
-                "the partial is kept, free space and re-run to resume",
-                exc.path,
-            ) from None
-        except OnwardError:
-            self.life.step(Step.ERROR)
+            if not isinstance(exc, DurabilityError):
+                self.salvage()
+            if isinstance(exc, NoSpaceError):
+                raise self.no_space(exc) from None
             raise
         finally:
             self.source.close()
@@ -138,13 +143,26 @@ class Transfer:
         self.emit(Done(result))
         return result
 
-    def interrupted(self) -> Interrupted:
-        """Checkpoint what is fully written, then describe where a re-run will pick up."""
+    def salvage(self) -> None:
+        """Checkpoint the chunks fully written before a stop or an error, if that still works."""
         try:
             if self.header is not None:
                 self.checkpoint()
         except (OnwardError, KeyboardInterrupt):
             pass
+
+    def no_space(self, exc: NoSpaceError) -> NoSpaceError:
+        present = self.sink.present() or 0
+        needed = max(self.plan.total_size - max(present, self.durable), 0) if self.header else 0
+        return NoSpaceError(
+            f"{exc.message}: about {format_size(needed)} more needed; "
+            "the partial is kept, free space and re-run to resume",
+            exc.path,
+        )
+
+    def interrupted(self) -> Interrupted:
+        """Checkpoint what is fully written, then describe where a re-run will pick up."""
+        self.salvage()
         total = self.plan.total_size if self.header else 0
         done = self.durable if self.header else 0
         pct = f" ({100 * done // total}%)" if total else ""
@@ -237,10 +255,10 @@ class Transfer:
             self.rebase(current, "the source changed since the last run")
             return
         if self.opts.verify == "full":
-            bad = self.check(self.source.read_into, sorted(committed))
-            bad += self.check(self.sink.read_into, sorted(set(committed) - set(bad)))
+            bad = self.check(self.source.read_into, self.records(committed))
+            bad += self.check(self.sink.read_into, self.records(set(committed) - set(bad)))
         else:
-            bad = self.check(self.sink.read_into, Plan.last(committed, self.opts.recheck_chunks))
+            bad = self.check(self.sink.read_into, self.records(Plan.last(committed, self.opts.recheck_chunks)))
         if bad:
             self.notice(f"{len(bad)} chunk(s) of the partial copy are damaged; copying them again")
             self.committed, dirty = without(self.committed, bad), True
@@ -255,7 +273,7 @@ class Transfer:
         """Adopt the source as it is now, keeping only committed chunks it still holds."""
         self.header = replace(self.header_or_fail(), identity=current, total_size=current.size)
         kept = self.plan.rebase(self.committed)
-        bad = self.check(self.source.read_into, sorted(kept))
+        bad = self.check(self.source.read_into, self.records(kept))
         self.committed = without(kept, bad)
         self.notice(
             f"{why}: kept {len(self.committed)} of {len(kept)} committed chunk(s) that still match it"
@@ -263,18 +281,19 @@ class Transfer:
         self.rewrite()
 
     def rewrite(self) -> None:
-        self.journal.create(
-            encode_start(self.header_or_fail()) + encode_chunks([self.committed[i] for i in sorted(self.committed)])
-        )
+        self.journal.create(encode_start(self.header_or_fail()) + encode_chunks(self.records(self.committed)))
 
-    def check(self, read: Callable[[int, memoryview], int], indexes: Iterable[int]) -> list[int]:
-        """Indexes among ``indexes`` whose bytes, as ``read`` returns them, fail their digest."""
+    def records(self, indexes: Iterable[int]) -> list[ChunkRecord]:
+        return [self.committed[i] for i in sorted(indexes)]
+
+    def check(self, read: Callable[[int, memoryview], int], records: Iterable[ChunkRecord]) -> list[int]:
+        """Indexes of the ``records`` whose bytes, as ``read`` returns them, fail their digest."""
         bad = []
-        for index in indexes:
-            offset, length = self.plan.span(index)
-            view = self.buf[:length]
-            if read(offset, view) != length or digest(view) != self.committed[index].digest:
-                bad.append(index)
+        for record in records:
+            offset = record.index * self.plan.chunk_size
+            view = self.buf[: record.length]
+            if read(offset, view) != record.length or digest(view) != record.digest:
+                bad.append(record.index)
         return bad
 
     # -- copying ------------------------------------------------------------
@@ -287,7 +306,7 @@ class Transfer:
                 self.copy_remaining()
                 return
             except TransientError as exc:
-                self.pending.clear()  # written but never synced: redone from the last checkpoint
+                self.checkpoint()  # keep the chunks fully written before the error (sync first)
                 attempt = 1 if self.durable > durable_at_failure else attempt + 1
                 durable_at_failure = self.durable
                 delay = backoff.delay(attempt, self.jitter())
@@ -299,30 +318,40 @@ class Transfer:
     def copy_remaining(self) -> None:
         plan, opts = self.plan, self.opts
         since, last = 0, self.clock()
-        for index in plan.remaining(self.committed):
-            offset, length = plan.span(index)
-            view = self.buf[:length]
-            if self.source.read_into(offset, view) != length:
-                break  # the source shrank: verification sees the new identity
-            record = ChunkRecord(index, length, digest(view))
-            self.sink.write(offset, view)
-            self.pending.append(record)
-            self.copied += length
-            since += length
-            self.emit(Progress(self.sink.name, self.durable + since, plan.total_size, self.copied))
-            if since >= opts.checkpoint_bytes or self.clock() - last >= opts.checkpoint_seconds:
-                self.checkpoint()
-                since, last = 0, self.clock()
+        spans = [(i, *plan.span(i)) for i in plan.remaining(self.committed)]
+        with Readahead(self.source.read_into, digest, spans, plan.chunk_size, depth=READAHEAD) as chunks:
+            for chunk in chunks:
+                if chunk.short:
+                    break  # the source shrank: verification sees the new identity
+                self.sink.write(chunk.index * plan.chunk_size, chunk.view)
+                chunks.release(chunk.view)
+                self.pending.append(ChunkRecord(chunk.index, len(chunk.view), chunk.digest))
+                self.copied += len(chunk.view)
+                since += len(chunk.view)
+                self.emit(Progress(self.sink.name, self.durable + since, plan.total_size, self.copied))
+                if since >= opts.checkpoint_bytes or self.clock() - last >= opts.checkpoint_seconds:
+                    self.checkpoint()
+                    since, last = 0, self.clock()
         self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Data first, then the journal record that claims it."""
+        """Sync the data, read it back, then journal the chunks that read back intact.
+
+        The read-back is the end-to-end check of every chunk this run writes; the
+        final verification then only re-reads chunks committed by earlier runs.
+        """
         if not self.pending:
             return
         self.sink.sync()
-        self.journal.append(encode_chunks(self.pending))
-        self.committed.update((r.index, r) for r in self.pending)
+        bad = set(self.check(self.sink.read_into, self.pending))
+        good = [r for r in self.pending if r.index not in bad]
         self.pending.clear()
+        if bad:
+            self.notice(f"{len(bad)} chunk(s) read back wrong after writing; copying them again")
+        if good:
+            self.journal.append(encode_chunks(good))
+            self.committed.update((r.index, r) for r in good)
+            self.verified.update(r.index for r in good)
         self.emit(Checkpoint(self.sink.name, self.durable, self.plan.total_size))
 
     # -- verifying and promoting ---------------------------------------------
@@ -339,10 +368,12 @@ class Transfer:
         if self.source_changed() or not self.plan.is_complete(self.committed):
             return False
         self.sink.truncate(self.plan.total_size)
-        everything = sorted(self.committed)
-        bad = self.check(self.sink.read_into, everything)
+        everything = self.records(self.committed)
         if self.opts.verify == "full":
-            bad = sorted(set(bad) | set(self.check(self.source.read_into, everything)))
+            bad = self.check(self.source.read_into, everything)
+            bad = sorted(set(bad) | set(self.check(self.sink.read_into, everything)))
+        else:  # what this run wrote was read back at its checkpoint; the rest is from earlier runs
+            bad = self.check(self.sink.read_into, [r for r in everything if r.index not in self.verified])
         if bad:
             self.notice(f"verification found {len(bad)} damaged chunk(s); copying them again")
             self.committed = without(self.committed, bad)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .core.journal import DecodeError, decode
+from .core.plan import without
 from .endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
 from .errors import DestinationError, SourceError, from_oserror
 
@@ -55,23 +58,30 @@ def _candidates(root: str) -> Iterator[str]:
 def _describe(destination: str) -> Unfinished:
     journal, partial = destination + JOURNAL_SUFFIX, destination + PARTIAL_SUFFIX
     has_journal, has_partial = os.path.isfile(journal), os.path.isfile(partial)
-    times = [os.stat(p).st_mtime for p, present in ((journal, has_journal), (partial, has_partial)) if present]
-    common = {
-        "destination": destination,
-        "last_activity": max(times, default=0.0),
-        "journal": journal if has_journal else None,
-        "partial": partial if has_partial else None,
-    }
+    present = [p for p, there in ((journal, has_journal), (partial, has_partial)) if there]
+    found = Unfinished(
+        destination=destination,
+        source=None,
+        size=None,
+        done=0,
+        last_activity=max((os.stat(p).st_mtime for p in present), default=0.0),
+        journal=journal if has_journal else None,
+        partial=partial if has_partial else None,
+    )
     if not has_journal:
-        return Unfinished(source=None, size=None, done=0, problem="partial without a journal", **common)
+        return dataclasses.replace(found, problem="partial without a journal")
     try:
         with open(journal, "rb") as fh:
             loaded = decode(fh.read())
     except (OSError, DecodeError) as exc:
-        return Unfinished(source=None, size=None, done=0, problem=f"journal unreadable: {exc}", **common)
+        return dataclasses.replace(found, problem=f"journal unreadable: {exc}")
     header = loaded.header
-    done = header.plan.committed_bytes(loaded.chunks) if has_partial else 0
-    return Unfinished(source=header.source, size=header.total_size, done=done, **common)
+    done = 0
+    if has_partial:
+        plan, chunks = header.plan, loaded.chunks
+        cut = plan.beyond(chunks, os.stat(partial).st_size)  # a partial cut short behind our back
+        done = plan.committed_bytes(without(chunks, cut))
+    return dataclasses.replace(found, source=header.source, size=header.total_size, done=done)
 
 
 def find_unfinished(root: str = ".") -> list[Unfinished]:
@@ -82,29 +92,28 @@ def find_unfinished(root: str = ".") -> list[Unfinished]:
 
 
 def remove_unfinished(item: Unfinished) -> None:
-    """Delete the partial and journal of ``item``; refuses while a copy is running on it."""
-    if item.partial is not None:
-        try:
-            fd = os.open(item.partial, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            fd = -1
-        except OSError as exc:
-            raise from_oserror(exc, item.partial, "cannot open", source=False) from None
-        if fd >= 0:
+    """Delete the partial and journal of ``item``; refuses while a copy is running on it.
+
+    The partial's lock is held while deleting, so a copy cannot start on it halfway.
+    """
+    fd = -1
+    try:
+        if item.partial is not None:
             try:
+                fd = os.open(item.partial, os.O_RDONLY | os.O_CLOEXEC)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except FileNotFoundError:
+                pass
+            except BlockingIOError:
                 raise DestinationError(
                     f"{item.destination}: a copy is running on it right now; not removed", item.destination
                 ) from None
-            finally:
-                os.close(fd)
-    for path in (item.partial, item.journal, item.destination + JOURNAL_SUFFIX + ".tmp"):
-        if path is None:
-            continue
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise from_oserror(exc, path, "cannot remove", source=False) from None
+        for path in (item.partial, item.journal, item.destination + JOURNAL_SUFFIX + ".tmp"):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+    except OSError as exc:
+        raise from_oserror(exc, exc.filename or item.destination, "cannot remove", source=False) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)

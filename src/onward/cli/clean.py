@@ -8,6 +8,7 @@ import sys
 
 from ..errors import OnwardError, UsageError
 from ..status import find_unfinished, remove_unfinished
+from ..units import format_size
 from .render import emit_json, report_error
 from .status import line
 
@@ -29,15 +30,15 @@ def main(args: argparse.Namespace) -> int:
             return 0
     failed = 0
     for item in items:
+        freed = sum(os.path.getsize(p) for p in (item.partial, item.journal) if p and os.path.exists(p))
         try:
             remove_unfinished(item)
         except OnwardError as exc:
             report_error(exc, json_mode=args.json)
             failed += 1
             continue
-        freed = sum(os.path.getsize(p) for p in () if p)
         if args.json:
             emit_json({"event": "removed", "destination": item.destination, "freed": freed})
         else:
-            print(f"removed {item.destination} (unfinished)")
+            print(f"removed the unfinished copy to {item.destination} ({format_size(freed)} freed)")
     return 1 if failed else 0

@@ -23,7 +23,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
             if getattr(args, flag) is not None:
                 opts[flag] = parse_size(getattr(args, flag))
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
     if args.checkpoint_seconds is not None:
         opts["checkpoint_seconds"] = args.checkpoint_seconds
     if args.retries is not None:

@@ -21,7 +21,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        # "onward:" like every other error line, whichever verb's parser found it.
+        sys.stderr.write(f"onward: {message} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -53,7 +54,10 @@ def build_parser() -> Parser:
     cp.add_argument("--chunk-size", metavar="SIZE", help="journal granularity for a new copy (default 4M)")
     cp.add_argument("--checkpoint-bytes", metavar="SIZE", help="checkpoint at least every SIZE (default 64M)")
     cp.add_argument(
-        "--checkpoint-seconds", metavar="S", type=float, help="checkpoint at least every S seconds (default 1)"
+        "--checkpoint-seconds",
+        metavar="S",
+        type=float,
+        help="checkpoint at least every S seconds (default 1)",
     )
     cp.add_argument("--retries", metavar="N", type=int, help="retries of transient I/O errors (default 5)")
     cp.add_argument(
@@ -93,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     from ..errors import OnwardError
 
     try:
@@ -114,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_error(exc, json_mode=args.json)
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("onward: interrupted\n")
+        sys.stderr.write("onward: interrupted; run the same command again to resume\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_FAILED

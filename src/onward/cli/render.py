@@ -32,7 +32,12 @@ def emit_json(obj: dict[str, Any], stream: TextIO | None = None) -> None:
 
 def report_error(exc: OnwardError, *, json_mode: bool) -> None:
     if json_mode:
-        obj: dict[str, Any] = {"event": "error", "message": exc.message, "path": exc.path, "exit_code": exc.exit_code}
+        obj: dict[str, Any] = {
+            "event": "error",
+            "message": exc.message,
+            "path": exc.path,
+            "exit_code": exc.exit_code,
+        }
         if isinstance(exc, Interrupted):
             obj.update(done=exc.done, total=exc.total)
         emit_json(obj)

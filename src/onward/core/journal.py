@@ -32,8 +32,8 @@ __all__ = [
     "DIGEST_NAME",
     "FORMAT_VERSION",
     "MAGIC",
-    "Decoded",
     "DecodeError",
+    "Decoded",
     "Header",
     "Promote",
     "decode",
@@ -138,9 +138,7 @@ def encode_start(header: Header) -> bytes:
 
 
 def encode_chunks(records: list[ChunkRecord]) -> bytes:
-    return b"".join(
-        _record(KIND_CHUNK, _CHUNK.pack(r.index, r.length, r.digest)) for r in records
-    )
+    return b"".join(_record(KIND_CHUNK, _CHUNK.pack(r.index, r.length, r.digest)) for r in records)
 
 
 def encode_promote(promote: Promote) -> bytes:

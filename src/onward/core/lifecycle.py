@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Lifecycle", "LifecycleError", "Step", "State"]
+__all__ = ["Lifecycle", "LifecycleError", "State", "Step"]
 
 
 class State(enum.Enum):

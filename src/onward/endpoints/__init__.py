@@ -72,7 +72,7 @@ class Sink(Protocol):
         """Whether the final name already holds the partial ``token`` names (renamed earlier)."""
         ...
 
-    def promote(self, mode: int | None, mtime_ns: int | None) -> None:
+    def promote(self, mode: int | None, times_ns: tuple[int, int] | None) -> None:
         """Apply metadata, make it durable, and atomically take the final name."""
         ...
 

@@ -7,14 +7,16 @@ rename is atomic, and visible to ``ls`` so an unfinished copy is never a secret.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from typing import NoReturn
 
 from ..core.identity import Identity
 from ..core.journal import Promote
-from . import Attributes
 from ..errors import (
     DestinationError,
     DurabilityError,
@@ -22,6 +24,7 @@ from ..errors import (
     SourceError,
     from_oserror,
 )
+from . import Attributes
 
 __all__ = [
     "JOURNAL_SUFFIX",
@@ -75,6 +78,23 @@ def fsync_dir(path: str, doing: str) -> None:
         ) from None
 
 
+def _writeback_starter() -> Callable[[int, int, int], None]:
+    """``sync_file_range(WRITE)`` where the C library has it: start writing dirty pages now,
+    so that the next ``fdatasync`` finds little left to do. A hint only; durability still
+    comes from ``fdatasync``."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return lambda fd, offset, length: None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return lambda fd, offset, length: call(fd, offset, length, SYNC_FILE_RANGE_WRITE) and None
+
+
+SYNC_FILE_RANGE_WRITE = 2
+_start_writeback = _writeback_starter()
+
+
 def _pread_full(fd: int, offset: int, buf: memoryview) -> int:
     """Fill ``buf`` from ``offset``, stopping early only at end of file."""
     got = 0
@@ -99,7 +119,9 @@ class LocalSource:
         try:
             st = os.stat(path)
             if stat.S_ISDIR(st.st_mode):
-                raise SourceError(f"{path}: is a directory (copying directory trees is not supported yet)", path)
+                raise SourceError(
+                    f"{path}: is a directory (copying directory trees is not supported yet)", path
+                )
             if not stat.S_ISREG(st.st_mode):
                 raise SourceError(
                     f"{path}: is {_kind(st.st_mode)}; onward copies regular files only, "
@@ -174,6 +196,10 @@ class LocalSink:
             except FileNotFoundError:
                 fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 fresh = True
+            except PermissionError:
+                # A crash after the source's read-only mode was applied, just before the rename.
+                os.chmod(partial, 0o600)
+                fd = os.open(partial, os.O_RDWR | os.O_CLOEXEC)
             st = os.fstat(fd)
         except OSError as exc:
             raise from_oserror(exc, partial, "cannot open partial copy", source=False) from None
@@ -209,6 +235,7 @@ class LocalSink:
                 done += os.pwrite(self._fd, data[done:], offset + done)
         except OSError as exc:
             self._fail(exc, "write")
+        _start_writeback(self._fd, offset, len(data))
 
     def read_into(self, offset: int, buf: memoryview) -> int:
         try:
@@ -273,6 +300,16 @@ class LocalSink:
         self.settle()
 
     def settle(self) -> None:
+        # A re-run after a crash between the rename and the journal's removal opened (created)
+        # a new partial at the old name: it holds nothing the finished copy needs, drop it.
+        try:
+            st, mine = os.stat(self.partial), os.fstat(self._fd)
+            if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino) and not self.holds(self.token()):
+                os.unlink(self.partial)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._fail(exc, "remove the leftover partial")
         fsync_dir(self.name, "renaming the finished copy")
 
     def close(self) -> None:
@@ -296,7 +333,9 @@ class LocalJournal:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise JournalError(f"{self.name}: cannot read journal: {os.strerror(exc.errno or 0)}", self.name) from None
+            raise JournalError(
+                f"{self.name}: cannot read journal: {os.strerror(exc.errno or 0)}", self.name
+            ) from None
 
     def create(self, data: bytes) -> None:
         self.close()
@@ -304,12 +343,16 @@ class LocalJournal:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, self.name)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise self._error(exc, "write journal") from None
         fsync_dir(self.name, "writing the journal")
 

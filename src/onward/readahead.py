@@ -1,0 +1,107 @@
+"""Read and digest chunks ahead of the writer, on worker threads.
+
+Reading (a system call that releases the GIL) and hashing overlap with the
+engine's writes and syncs; that overlap is what brings a Python copy level
+with ``cp`` (docs/PERFORMANCE.md). Buffers come from a fixed pool, so memory
+stays bounded whatever the file size. One worker reads in order; several
+workers (for endpoints that gain from parallel requests) complete chunks in any
+order, which the journal's bitmap already allows.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+__all__ = ["Chunk", "Readahead"]
+
+POLL = 0.05  # seconds a blocked worker waits before looking at the stop flag again
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    index: int
+    view: memoryview  # exactly the bytes read; fewer than planned means the source got shorter
+    digest: bytes
+    short: bool
+
+
+class Readahead:
+    """Iterate over ``Chunk``s of ``indexes``; ``release`` each view once it is written."""
+
+    def __init__(
+        self,
+        read: Callable[[int, memoryview], int],
+        digest: Callable[[memoryview], bytes],
+        spans: Sequence[tuple[int, int, int]],  # (index, offset, length)
+        buffer_size: int,
+        *,
+        depth: int = 4,
+        workers: int = 1,
+    ) -> None:
+        self._read, self._digest = read, digest
+        self._todo: queue.SimpleQueue[tuple[int, int, int]] = queue.SimpleQueue()
+        for span in spans:
+            self._todo.put(span)
+        self._expected = len(spans)
+        self._free: queue.Queue[memoryview] = queue.Queue()
+        for _ in range(max(depth, workers)):
+            self._free.put(memoryview(bytearray(buffer_size)))
+        self._done: queue.Queue[Chunk | BaseException] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"onward-read-{n}", daemon=True) for n in range(workers)
+        ]
+
+    def __enter__(self) -> Readahead:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                index, offset, length = self._todo.get_nowait()
+            except queue.Empty:
+                return
+            buf = self._take()
+            if buf is None:
+                return
+            try:
+                view = buf[:length]
+                got = self._read(offset, view)
+                view = view[:got]
+                self._done.put(Chunk(index, view, self._digest(view), got < length))
+            except BaseException as exc:  # handed to the engine's thread, which decides
+                self._done.put(exc)
+                return
+
+    def _take(self) -> memoryview | None:
+        while not self._stop.is_set():
+            try:
+                return self._free.get(timeout=POLL)
+            except queue.Empty:
+                continue
+        return None
+
+    def release(self, view: memoryview) -> None:
+        base = view.obj
+        assert isinstance(base, bytearray)
+        self._free.put(memoryview(base))
+
+    def __iter__(self) -> Iterator[Chunk]:
+        for _ in range(self._expected):
+            item = self._done.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item

@@ -1,0 +1,223 @@
+"""The engine's rules, checked against in-memory endpoints (tests/doubles.py)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from doubles import MemoryJournal, MemorySink, MemorySource
+from onward.core.journal import decode, encode_chunks, encode_promote
+from onward.core.plan import ChunkRecord
+from onward.engine import Transfer, digest
+from onward.errors import DurabilityError, IntegrityError, Interrupted, TransientError
+from onward.events import Checkpoint, Done, Event, Notice, Progress, Retry, Start
+from onward.options import Options
+
+CHUNK = 4096
+OPTS = Options(chunk_size=CHUNK, checkpoint_bytes=3 * CHUNK)
+
+
+def make(
+    data: bytes, **opts: object
+) -> tuple[MemorySource, MemorySink, MemoryJournal, list[Event], Transfer]:
+    log: list[tuple[str, object]] = []
+    source, sink, journal = MemorySource(data, log), MemorySink(log), MemoryJournal(log)
+    events: list[Event] = []
+    options = Options(**{**OPTS.__dict__, **opts})  # type: ignore[arg-type]
+    transfer = Transfer(
+        source, sink, journal, options, [events.append], sleep=lambda s: None, jitter=lambda: 0.0
+    )
+    return source, sink, journal, events, transfer
+
+
+def test_fresh_copy_is_exact_and_cleans_up() -> None:
+    data = os.urandom(10 * CHUNK + 7)
+    _, sink, journal, events, transfer = make(data)
+    result = transfer.run()
+    assert sink.final == data and journal.data is None
+    assert (result.resumed_from, result.copied, result.size) == (0, len(data), len(data))
+    assert isinstance(events[0], Start) and isinstance(events[-1], Done)
+    assert any(isinstance(e, Checkpoint) for e in events) and any(isinstance(e, Progress) for e in events)
+    assert sink.promoted_with == (0o640, (1, 2))
+
+
+def test_every_claimed_chunk_was_synced_before_its_journal_record() -> None:
+    data = os.urandom(10 * CHUNK)
+    _, sink, _, _, transfer = make(data)
+    transfer.run()
+    written_since_sync: set[int] = set()
+    durable: set[int] = set()
+    for op, arg in sink.log:
+        if op == "write":
+            written_since_sync.add(arg)  # type: ignore[arg-type]
+        elif op == "sync":
+            durable |= written_since_sync
+            written_since_sync = set()
+        elif op == "journal-append" and isinstance(arg, bytes):
+            claimed = chunks_in(arg)
+            assert claimed <= durable, f"journal claims {claimed - durable} before they were synced"
+    assert durable == {i * CHUNK for i in range(10)}
+
+
+def chunks_in(appended: bytes) -> set[int]:
+    """Offsets of the chunks a journal append claims (CHUNK records are 37 bytes each)."""
+    out = set()
+    for pos in range(0, len(appended), 37):
+        _, kind = struct.unpack_from("<IB", appended, pos)
+        if kind == 2:
+            out.add(struct.unpack_from("<Q", appended, pos + 5)[0] * CHUNK)
+    return out
+
+
+def test_resume_reads_only_what_is_missing() -> None:
+    data = os.urandom(8 * CHUNK)
+    source, sink, journal, _, transfer = make(data)
+    # Build the state a killed run leaves: chunks 0-4 durable and journaled.
+    transfer.start_fresh(source.identity())
+    sink.write(0, memoryview(data[: 5 * CHUNK]))
+    journal.append(
+        encode_chunks(
+            [ChunkRecord(i, CHUNK, digest(memoryview(data[i * CHUNK : (i + 1) * CHUNK]))) for i in range(5)]
+        )
+    )
+    source.log.clear()
+    resumed = Transfer(source, sink, journal, transfer.opts).run()
+    assert resumed.resumed_from == 5 * CHUNK and resumed.copied == 3 * CHUNK
+    copy_reads = [offset for op, offset in source.log if op == "read"]
+    assert copy_reads == [5 * CHUNK, 6 * CHUNK, 7 * CHUNK]
+    assert sink.final == data
+
+
+def test_transient_read_errors_are_retried_from_the_last_checkpoint() -> None:
+    data = os.urandom(6 * CHUNK)
+    failures = iter([True, True, False])
+    source, sink, _, events, transfer = make(data)
+    source.fail_read = lambda offset: (
+        TransientError("/src: read: Input/output error")
+        if offset == 4 * CHUNK and next(failures, False)
+        else None
+    )
+    result = transfer.run()
+    assert sink.final == data and result.copied >= len(data)
+    assert [e.attempt for e in events if isinstance(e, Retry)] == [1, 2]
+
+
+def test_transient_errors_give_up_after_the_retries() -> None:
+    source, sink, journal, _, transfer = make(os.urandom(4 * CHUNK), retries=2)
+    source.fail_read = lambda offset: TransientError("/src: read: Input/output error") if offset else None
+    with pytest.raises(TransientError):
+        transfer.run()
+    assert sink.final is None
+    assert journal.data is not None and list(decode(journal.data).chunks) == [0]
+
+
+def test_fsync_failure_is_fatal_and_claims_nothing() -> None:
+    _source, sink, journal, _, transfer = make(os.urandom(4 * CHUNK))
+    sink.fail_sync = True
+    with pytest.raises(DurabilityError):
+        transfer.run()
+    assert sink.final is None and journal.data is not None and decode(journal.data).chunks == {}
+
+
+def test_source_changed_during_copy_ends_with_the_new_content() -> None:
+    old, new = os.urandom(6 * CHUNK), os.urandom(6 * CHUNK)
+    source, sink, _, events, transfer = make(old)
+
+    def change_once(src: MemorySource, offset: int) -> None:
+        if offset == 3 * CHUNK and src.version == 1:
+            src.replace(new)
+
+    source.on_read = change_once
+    transfer.run()
+    assert sink.final == new
+    assert any(isinstance(e, Notice) and "changed during the copy" in e.message for e in events)
+
+
+def test_a_source_that_never_settles_fails_without_promoting() -> None:
+    source, sink, _, _, transfer = make(os.urandom(4 * CHUNK))
+    source.on_read = lambda src, offset: src.replace(os.urandom(4 * CHUNK)) if offset == 0 else None
+    with pytest.raises(IntegrityError, match="kept changing"):
+        transfer.run()
+    assert sink.final is None
+
+
+def scribble_on_chunk(sink: MemorySink, victim: int, when_writing: int) -> dict[str, bool]:
+    """Flip a byte of chunk ``victim`` in the partial once chunk ``when_writing`` is written."""
+    state = {"done": False}
+
+    def damage(offset: int) -> None:
+        if offset == when_writing * CHUNK and not state["done"] and sink.partial is not None:
+            state["done"] = True
+            sink.partial[victim * CHUNK + 10] ^= 0xFF
+
+    sink.on_write = damage
+    return state
+
+
+def test_damage_before_the_read_back_is_never_claimed_and_is_copied_again() -> None:
+    data = os.urandom(6 * CHUNK)
+    _, sink, journal, events, transfer = make(data, checkpoint_bytes=3 * CHUNK)
+    # Chunk 1 is damaged after it was written but before its checkpoint reads it back.
+    state = scribble_on_chunk(sink, victim=1, when_writing=2)
+    appended = []
+    original = journal.append
+    journal.append = lambda blob: (appended.append(blob), original(blob))[1]  # type: ignore[method-assign]
+    transfer.run()
+    assert state["done"] and sink.final == data
+    assert CHUNK not in chunks_in(appended[0])  # the first checkpoint did not claim chunk 1
+    assert any(isinstance(e, Notice) and "read back wrong" in e.message for e in events)
+
+
+def test_full_verification_finds_damage_to_an_already_checked_chunk() -> None:
+    data = os.urandom(6 * CHUNK)
+    _, sink, _, events, transfer = make(data, verify="full")
+    state = scribble_on_chunk(sink, victim=1, when_writing=5)
+    transfer.run()
+    assert state["done"] and sink.final == data
+    assert any(isinstance(e, Notice) and "verification found 1 damaged" in e.message for e in events)
+
+
+def test_chunks_from_an_earlier_run_are_read_back_before_promotion() -> None:
+    data = os.urandom(8 * CHUNK)
+    source, sink, journal, events, transfer = make(data)
+    transfer.start_fresh(source.identity())
+    sink.write(0, memoryview(data[: 5 * CHUNK]))
+    journal.append(encode_chunks(records_of(data, range(5))))
+    assert sink.partial is not None
+    sink.partial[3] ^= 0xFF  # chunk 0: not among the last 4 chunks a resume re-checks at once
+    Transfer(source, sink, journal, transfer.opts, [events.append]).run()
+    assert sink.final == data
+    assert any(isinstance(e, Notice) and "verification found 1 damaged" in e.message for e in events)
+
+
+def records_of(data: bytes, indexes: range) -> list[ChunkRecord]:
+    return [ChunkRecord(i, CHUNK, digest(memoryview(data[i * CHUNK : (i + 1) * CHUNK]))) for i in indexes]
+
+
+def test_interrupt_checkpoints_what_was_written() -> None:
+    data = os.urandom(6 * CHUNK)
+    _source, sink, journal, _, transfer = make(data, checkpoint_bytes=100 * CHUNK, checkpoint_seconds=1e9)
+
+    def stop(offset: int) -> None:
+        if offset == 4 * CHUNK:
+            raise KeyboardInterrupt
+
+    sink.on_write = stop
+    with pytest.raises(Interrupted) as info:
+        transfer.run()
+    assert info.value.done == 4 * CHUNK and info.value.exit_code == 130
+    assert journal.data is not None and sorted(decode(journal.data).chunks) == [0, 1, 2, 3]
+
+
+def test_a_promotion_interrupted_after_the_rename_is_finished_by_the_next_run() -> None:
+    data = os.urandom(2 * CHUNK)
+    source, sink, journal, _, transfer = make(data)
+    transfer.start_fresh(source.identity())
+    records = [ChunkRecord(i, CHUNK, digest(memoryview(data[i * CHUNK : (i + 1) * CHUNK]))) for i in range(2)]
+    journal.append(encode_chunks(records) + encode_promote(sink.token()))
+    sink.final, sink.final_token, sink.partial = data, sink.token(), None
+    result = Transfer(source, sink, journal, transfer.opts).run()
+    assert journal.data is None and ("settle", None) in sink.log
+    assert result.copied == 0 and result.resumed_from == len(data)
