@@ -239,7 +239,7 @@ def kill_cycle(
     dst_dir = work / "dst"
     dst_dir.mkdir()
     dst = dst_dir / "copy"
-    # Every other cycle overwrites an older destination: it must stay untouched until the rename.
+    # Half the cycles overwrite an older destination: it must stay untouched until the rename.
     old = os.urandom(min(case.size, 3 * CHUNK) + 7) if rng.random() < 0.5 else None
     if old is not None:
         dst.write_bytes(old)
@@ -465,7 +465,7 @@ def run_hooked(
 
 
 BOUNDARIES = {
-    # id: (class, method, n-th call, bytes the resume must start from: None = count chunks)
+    # id: (endpoint class, method killed at its n-th call, bytes the resume must start from)
     "before-the-journal-exists": ("LocalJournal", "create", 1, 0),
     "written-not-synced": ("LocalSink", "sync", 3, 2 * CHECKPOINT),
     "synced-not-recorded": ("LocalJournal", "append", 3, 2 * CHECKPOINT),
@@ -516,9 +516,10 @@ def test_sigkill_at_each_commit_boundary_resumes_from_the_last_durable_byte(
     [
         ("LocalSink", "open", 1, 0),
         ("LocalSink", "sync", 2, 2 * CHECKPOINT),
+        ("LocalJournal", "append", 2, 2 * CHECKPOINT),
         ("LocalSink", "promote", 1, 40 * CHUNK),
     ],
-    ids=["before-the-transfer", "mid-copy", "before-the-rename"],
+    ids=["before-the-transfer", "mid-copy", "synced-not-recorded", "before-the-rename"],
 )
 def test_ctrl_c_and_sigterm_at_any_step_exit_130_and_say_that_a_rerun_resumes(
     owner: str,

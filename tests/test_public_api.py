@@ -15,6 +15,8 @@ EXPECTED = {
     "IntegrityError", "Interrupted", "JournalError", "NoSpaceError", "Notice", "OnwardError",
     "Options", "Progress", "Retry", "SourceError", "Start", "Subscriber", "TransientError",
     "Unfinished", "UsageError", "__version__", "copy", "find_unfinished", "remove_unfinished",
+    "copy_tree", "TreeResult", "PartialCopyError", "TreeStart", "FileDone", "FileFailed",
+    "TreeProgress", "TreeDone",
 }  # fmt: skip
 
 
@@ -24,7 +26,7 @@ def test_all_is_exactly_the_public_surface() -> None:
         assert hasattr(onward, name), name
     public = {n for n in vars(onward) if not n.startswith("_")} - {
         "api", "cli", "core", "endpoints", "engine", "errors", "events", "options", "readahead",
-        "status", "units",
+        "status", "units", "checksum", "download", "tree", "treestatus",
     }  # fmt: skip
     assert public <= EXPECTED
 

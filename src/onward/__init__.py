@@ -5,23 +5,78 @@ continues from the last durable checkpoint, never stitches two versions of a
 source together, and never leaves a torn file under the destination's name.
 """
 
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from ._version import __version__
-from .api import copy
-from .errors import (
-    DestinationError,
-    DurabilityError,
-    IntegrityError,
-    Interrupted,
-    JournalError,
-    NoSpaceError,
-    OnwardError,
-    SourceError,
-    TransientError,
-    UsageError,
-)
-from .events import Checkpoint, CopyResult, Done, Event, Notice, Progress, Retry, Start, Subscriber
-from .options import Options
-from .status import Unfinished, find_unfinished, remove_unfinished
+
+if _TYPE_CHECKING:
+    from .api import copy
+    from .errors import (
+        DestinationError,
+        DurabilityError,
+        IntegrityError,
+        Interrupted,
+        JournalError,
+        NoSpaceError,
+        OnwardError,
+        PartialCopyError,
+        SourceError,
+        TransientError,
+        UsageError,
+    )
+    from .events import (
+        Checkpoint,
+        CopyResult,
+        Done,
+        Event,
+        FileDone,
+        FileFailed,
+        Notice,
+        Progress,
+        Retry,
+        Start,
+        Subscriber,
+        TreeDone,
+        TreeProgress,
+        TreeResult,
+        TreeStart,
+    )
+    from .options import Options
+    from .status import Unfinished, find_unfinished, remove_unfinished
+    from .tree import copy_tree
+
+# The module each public name lives in. Imported on first use, so that the command line
+# (``onward --version``, a tree copy with nothing to do) does not pay for the copy engine,
+# hashlib or the HTTP client it does not need.
+_HOME = {
+    name: module
+    for module, names in {
+        "api": "copy",
+        "tree": "copy_tree",
+        "options": "Options",
+        "status": "Unfinished find_unfinished remove_unfinished",
+        "errors": "DestinationError DurabilityError IntegrityError Interrupted JournalError NoSpaceError "
+        "OnwardError PartialCopyError SourceError TransientError UsageError",
+        "events": "Checkpoint CopyResult Done Event FileDone FileFailed Notice Progress Retry Start "
+        "Subscriber TreeDone TreeProgress TreeResult TreeStart",
+    }.items()
+    for name in names.split()
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Checkpoint",
@@ -30,6 +85,8 @@ __all__ = [
     "Done",
     "DurabilityError",
     "Event",
+    "FileDone",
+    "FileFailed",
     "IntegrityError",
     "Interrupted",
     "JournalError",
@@ -37,16 +94,22 @@ __all__ = [
     "Notice",
     "OnwardError",
     "Options",
+    "PartialCopyError",
     "Progress",
     "Retry",
     "SourceError",
     "Start",
     "Subscriber",
     "TransientError",
+    "TreeDone",
+    "TreeProgress",
+    "TreeResult",
+    "TreeStart",
     "Unfinished",
     "UsageError",
     "__version__",
     "copy",
+    "copy_tree",
     "find_unfinished",
     "remove_unfinished",
 ]

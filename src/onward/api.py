@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from .checksum import final_check
+from .core.http import looks_like_url, parse_checksum
 from .endpoints.local import LocalJournal, LocalSink, LocalSource
 from .engine import Transfer
 from .errors import DestinationError, SourceError
@@ -37,7 +39,8 @@ def resolve_destination(src: str, dst: str) -> str:
 
 
 def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **options: Any) -> CopyResult:
-    """Copy the file ``src`` to ``dst`` (a file path or an existing directory), resuming
+    """Copy the file ``src`` (a path, or an http:// or https:// URL to download) to ``dst``
+    (a file path or an existing directory), resuming
     any unfinished copy to the same place. Options are the fields of ``Options``;
     ``listeners`` are ``Subscriber`` objects or callables that receive every event.
     Raises an ``OnwardError`` subclass on failure; ``Interrupted`` on Ctrl-C.
@@ -48,15 +51,21 @@ def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **op
         raise SourceError("source path is empty")
     if not dst_path:
         raise DestinationError("destination path is empty")
+    if looks_like_url(src_path):  # http(s)://: a download (other schemes are refused there)
+        from .download import download
+
+        return download(src_path, dst_path, opts, listeners)
     target = os.path.abspath(resolve_destination(src_path, dst_path))
     source = LocalSource.open(src_path)
     try:
         refuse_unsafe_target(source, target)
         sink = LocalSink.open(target)
+        sink.uncached_readback = opts.verify == "full"  # read back from the device, not the cache
     except BaseException:
         source.close()
         raise
-    return Transfer(source, sink, LocalJournal(target), opts, listeners).run()
+    check = final_check(lambda: [parse_checksum(opts.checksum)] if opts.checksum else [], target)
+    return Transfer(source, sink, LocalJournal(target), opts, listeners, final_check=check).run()
 
 
 def refuse_unsafe_target(source: LocalSource, target: str) -> None:

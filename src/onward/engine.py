@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import xxhash
 
+from .checksum import FinalCheck
 from .core.identity import Identity, matches
 from .core.journal import Decoded, DecodeError, Header, decode, encode_chunks, encode_promote, encode_start
 from .core.lifecycle import Lifecycle, State, Step
@@ -58,8 +59,10 @@ class Transfer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] = random.random,
+        final_check: FinalCheck | None = None,
     ) -> None:
         self.source, self.sink, self.journal, self.opts = source, sink, journal, options
+        self.final_check = final_check  # whole-file digests (--checksum), last step of verify
         self.listeners = listeners
         self.clock, self.sleep, self.jitter = clock, sleep, jitter
         self.life = Lifecycle()
@@ -223,7 +226,9 @@ class Transfer:
                 "move it away, or re-run with --restart to start over",
                 self.journal.name,
             )
-        same_file = all(header.identity.attrs.get(k) == current.attrs.get(k) for k in ("dev", "ino"))
+        same_file = "ino" in current.attrs and all(
+            header.identity.attrs.get(k) == current.attrs.get(k) for k in ("dev", "ino")
+        )
         if header.source != self.source.name and not same_file:
             raise DestinationError(
                 f"{self.sink.name}: holds an unfinished copy of {header.source}; re-run that copy "
@@ -258,7 +263,9 @@ class Transfer:
             bad = self.check(self.source.read_into, self.records(committed))
             bad += self.check(self.sink.read_into, self.records(set(committed) - set(bad)))
         else:
-            bad = self.check(self.sink.read_into, self.records(Plan.last(committed, self.opts.recheck_chunks)))
+            bad = self.check(
+                self.sink.read_into, self.records(Plan.last(committed, self.opts.recheck_chunks))
+            )
         if bad:
             self.notice(f"{len(bad)} chunk(s) of the partial copy are damaged; copying them again")
             self.committed, dirty = without(self.committed, bad), True
@@ -272,6 +279,12 @@ class Transfer:
     def rebase(self, current: Identity, why: str) -> None:
         """Adopt the source as it is now, keeping only committed chunks it still holds."""
         self.header = replace(self.header_or_fail(), identity=current, total_size=current.size)
+        if not getattr(self.source, "recheck_on_change", True):
+            # Re-checking a remote source's chunks would download them again: start over instead.
+            self.committed = {}
+            self.notice(f"{why}: starting over from zero")
+            self.rewrite()
+            return
         kept = self.plan.rebase(self.committed)
         bad = self.check(self.source.read_into, self.records(kept))
         self.committed = without(kept, bad)
@@ -309,7 +322,7 @@ class Transfer:
                 self.checkpoint()  # keep the chunks fully written before the error (sync first)
                 attempt = 1 if self.durable > durable_at_failure else attempt + 1
                 durable_at_failure = self.durable
-                delay = backoff.delay(attempt, self.jitter())
+                delay = backoff.delay(attempt, self.jitter(), exc.retry_after)
                 if delay is None:
                     raise
                 self.emit(Retry(self.sink.name, attempt, delay, exc.message))
@@ -317,9 +330,13 @@ class Transfer:
 
     def copy_remaining(self) -> None:
         plan, opts = self.plan, self.opts
-        since, last = 0, self.clock()
+        since, last, base = 0, self.clock(), self.durable
         spans = [(i, *plan.span(i)) for i in plan.remaining(self.committed)]
-        with Readahead(self.source.read_into, digest, spans, plan.chunk_size, depth=READAHEAD) as chunks:
+        workers = getattr(self.source, "connections", 1)  # parallel requests (HTTP --connections)
+        depth = READAHEAD + workers - 1
+        with Readahead(
+            self.source.read_into, digest, spans, plan.chunk_size, depth=depth, workers=workers
+        ) as chunks:
             for chunk in chunks:
                 if chunk.short:
                     break  # the source shrank: verification sees the new identity
@@ -328,10 +345,10 @@ class Transfer:
                 self.pending.append(ChunkRecord(chunk.index, len(chunk.view), chunk.digest))
                 self.copied += len(chunk.view)
                 since += len(chunk.view)
-                self.emit(Progress(self.sink.name, self.durable + since, plan.total_size, self.copied))
+                self.emit(Progress(self.sink.name, base + since, plan.total_size, self.copied))
                 if since >= opts.checkpoint_bytes or self.clock() - last >= opts.checkpoint_seconds:
                     self.checkpoint()
-                    since, last = 0, self.clock()
+                    since, last, base = 0, self.clock(), self.durable
         self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -345,13 +362,15 @@ class Transfer:
         self.sink.sync()
         bad = set(self.check(self.sink.read_into, self.pending))
         good = [r for r in self.pending if r.index not in bad]
-        self.pending.clear()
         if bad:
             self.notice(f"{len(bad)} chunk(s) read back wrong after writing; copying them again")
         if good:
             self.journal.append(encode_chunks(good))
             self.committed.update((r.index, r) for r in good)
             self.verified.update(r.index for r in good)
+        # Cleared only once journaled: a Ctrl-C before this point leaves them to salvage()
+        # (a record appended twice is harmless, the later one replaces the earlier).
+        self.pending.clear()
         self.emit(Checkpoint(self.sink.name, self.durable, self.plan.total_size))
 
     # -- verifying and promoting ---------------------------------------------
@@ -379,7 +398,11 @@ class Transfer:
             self.committed = without(self.committed, bad)
             self.rewrite()
             return False
-        return not self.source_changed()
+        if self.source_changed():
+            return False
+        if self.final_check is not None:
+            self.final_check(self.sink.read_into, self.plan.total_size)
+        return True
 
     def promote(self) -> None:
         self.journal.append(encode_promote(self.sink.token()))

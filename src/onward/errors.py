@@ -9,13 +9,17 @@ meant to escape the public API::
 
     OnwardError                      exit 1 unless noted
     ├── UsageError                   exit 2: bad arguments or options
-    ├── SourceError                  missing, unreadable, not a regular file, a directory
+    ├── SourceError                  missing, unreadable, not a regular file, a directory;
+    │                                an HTTP 4xx answer, a TLS or DNS failure
     ├── DestinationError             missing directory, same file as source, busy, no permission
     ├── JournalError                 garbled, foreign or newer-format journal
     ├── NoSpaceError                 ENOSPC / EDQUOT; says how much more space is needed
     ├── DurabilityError              fsync failed: nothing since the last checkpoint is trusted
-    ├── TransientError               an I/O error worth retrying (EIO, EAGAIN, ...)
-    ├── IntegrityError               source kept changing, or a chunk kept failing verification
+    ├── TransientError               worth retrying: EIO, EAGAIN, a dropped connection, HTTP 5xx, ...
+    ├── IntegrityError               source kept changing, a chunk kept failing verification,
+    │                                or the copy does not match --checksum or the server's digest
+    ├── PartialCopyError             exit 23 (as rsync): a tree copy where some entries failed; the
+    │                                rest is copied, ``failures`` lists them, a re-run retries them
     └── Interrupted                  exit 130: Ctrl-C or SIGTERM; progress is kept, re-run resumes
 """
 
@@ -32,6 +36,7 @@ __all__ = [
     "JournalError",
     "NoSpaceError",
     "OnwardError",
+    "PartialCopyError",
     "SourceError",
     "TransientError",
     "UsageError",
@@ -41,6 +46,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_PARTIAL = 23
 EXIT_INTERRUPTED = 130
 
 
@@ -80,11 +86,26 @@ class DurabilityError(OnwardError):
 
 
 class TransientError(OnwardError):
-    pass
+    """Worth another attempt; ``retry_after`` is how long the other side asked to wait (seconds)."""
+
+    def __init__(self, message: str, path: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, path)
+        self.retry_after = retry_after
 
 
 class IntegrityError(OnwardError):
     pass
+
+
+class PartialCopyError(OnwardError):
+    """Some entries of a tree could not be copied; everything else was. ``failures`` holds
+    (path, message) for each, in the order met."""
+
+    exit_code = EXIT_PARTIAL
+
+    def __init__(self, message: str, path: str | None, failures: tuple[tuple[str, str], ...]) -> None:
+        super().__init__(message, path)
+        self.failures = failures
 
 
 class Interrupted(OnwardError):
@@ -120,4 +141,7 @@ def from_oserror(exc: OSError, path: str, doing: str, *, source: bool) -> Onward
     side: type[OnwardError] = SourceError if source else DestinationError
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return side(f"{where}; fix the permissions and re-run", path)
+    if code == errno.EFBIG:  # RLIMIT_FSIZE (Python ignores SIGXFSZ) or the file system's maximum
+        hint = "raise the file size limit (ulimit -f) or use another file system, and re-run"
+        return side(f"{where}; {hint}", path)
     return side(where, path)

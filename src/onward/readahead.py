@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,6 +20,10 @@ from types import TracebackType
 __all__ = ["Chunk", "Readahead"]
 
 POLL = 0.05  # seconds a blocked worker waits before looking at the stop flag again
+# Seconds ``__exit__`` waits for workers. One blocked in a network read (a stalled server, up
+# to --timeout) is left behind: a daemon thread that touches only its own buffer, so Ctrl-C
+# still stops at once.
+JOIN_WAIT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,14 @@ class Readahead:
         workers: int = 1,
     ) -> None:
         self._read, self._digest = read, digest
+        self._threads: list[threading.Thread] = []
+        # One chunk or none (a small file, many of them in a tree): read on the caller's thread; handing
+        # it to a reader thread and back, and making the queues for that, costs more than the
+        # overlap could save.
+        self._inline = list(spans) if len(spans) <= 1 and workers == 1 else None
+        if self._inline is not None:
+            self._buffer = memoryview(bytearray(buffer_size))
+            return
         self._todo: queue.SimpleQueue[tuple[int, int, int]] = queue.SimpleQueue()
         for span in spans:
             self._todo.put(span)
@@ -64,9 +77,12 @@ class Readahead:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._inline is not None:
+            return
         self._stop.set()
+        deadline = time.monotonic() + JOIN_WAIT
         for thread in self._threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -95,11 +111,19 @@ class Readahead:
         return None
 
     def release(self, view: memoryview) -> None:
+        if self._inline is not None:
+            return
         base = view.obj
         assert isinstance(base, bytearray)
         self._free.put(memoryview(base))
 
     def __iter__(self) -> Iterator[Chunk]:
+        if self._inline is not None:
+            for index, offset, length in self._inline:
+                view = self._buffer[:length]
+                got = self._read(offset, view)
+                yield Chunk(index, view[:got], self._digest(view[:got]), got < length)
+            return
         for _ in range(self._expected):
             item = self._done.get()
             if isinstance(item, BaseException):

@@ -29,6 +29,9 @@ class Unfinished:
     journal: str | None
     partial: str | None
     problem: str | None = None
+    tree: bool = False  # a directory-tree copy (onward copy -r), shown as one entry
+    files: int | None = None  # a tree's regular files
+    files_done: int | None = None
 
     @property
     def percent(self) -> float | None:
@@ -88,7 +91,11 @@ def find_unfinished(root: str = ".") -> list[Unfinished]:
     """Every unfinished copy at or below ``root`` (a directory, a destination or its journal)."""
     if not os.path.lexists(root):
         raise SourceError(f"{root}: no such file or directory", root)
-    return [_describe(d) for d in _candidates(root)]
+    from .treestatus import inside, unfinished_trees
+
+    trees = unfinished_trees(root)
+    roots = [t.destination for t in trees]
+    return trees + [_describe(d) for d in _candidates(root) if not inside(os.path.abspath(d), roots)]
 
 
 def remove_unfinished(item: Unfinished) -> None:
@@ -96,6 +103,11 @@ def remove_unfinished(item: Unfinished) -> None:
 
     The partial's lock is held while deleting, so a copy cannot start on it halfway.
     """
+    if item.tree:
+        from .treestatus import remove_tree
+
+        remove_tree(item)
+        return
     fd = -1
     try:
         if item.partial is not None:

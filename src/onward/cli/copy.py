@@ -7,7 +7,6 @@ import os
 import sys
 from typing import Any
 
-from ..api import copy
 from ..errors import Interrupted, OnwardError, UsageError
 from ..events import Listener
 from ..units import parse_size
@@ -28,6 +27,11 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         opts["checkpoint_seconds"] = args.checkpoint_seconds
     if args.retries is not None:
         opts["retries"] = args.retries
+    for flag in ("checksum", "connections", "timeout"):
+        if getattr(args, flag) is not None:
+            opts[flag] = getattr(args, flag)
+    if args.header:
+        opts["headers"] = tuple(parse_header(h) for h in args.header)
     for item in filter(None, (s.strip() for s in args.no_preserve.split(","))):
         if item == "all":
             opts.update(dict.fromkeys(PRESERVABLE.values(), False))
@@ -36,6 +40,13 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         else:
             raise UsageError(f"--no-preserve: unknown attribute {item!r} (mode, timestamps or all)")
     return opts
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"-H {text!r}: expected 'Name: value'")
+    return name.strip(), value.strip()
 
 
 def listeners_for(args: argparse.Namespace) -> tuple[list[Listener], RichProgress | None]:
@@ -55,8 +66,14 @@ def main(args: argparse.Namespace) -> int:
     if len(args.paths) < 2:
         raise UsageError("copy needs a source and a destination: onward copy SRC... DST")
     *sources, dst = args.paths
+    if args.recursive or args.delete or args.dereference:
+        from .copytree import main as copy_trees
+
+        return copy_trees(args, sources, dst, options_from(args))
     if len(sources) > 1 and not os.path.isdir(dst):
         raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
+    from ..api import copy  # the engine only once something is to be copied
+
     opts = options_from(args)
     failed = 0
     for src in sources:

@@ -31,7 +31,8 @@ def build_parser() -> Parser:
         prog="onward",
         description="Copy big files so that an interruption costs only the bytes in flight: "
         "re-run the same command and it resumes.",
-        epilog="exit codes: 0 done, 1 failed, 2 usage error, 130 interrupted (re-run to resume)",
+        epilog="exit codes: 0 done, 1 failed, 2 usage error, 23 some entries of a tree failed (the rest "
+        "is copied), 130 interrupted (re-run to resume)",
     )
     parser.add_argument("--version", action="version", version=f"onward {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND", parser_class=Parser)
@@ -42,14 +43,21 @@ def build_parser() -> Parser:
         description="Copy SRC to DST, or several SRC into the directory DST. If a copy to the same "
         "destination was interrupted, continue it from its last checkpoint.",
     )
-    cp.add_argument("paths", nargs="+", metavar="SRC... DST", help="source file(s), then the destination")
+    cp.add_argument(
+        "paths", nargs="+", metavar="SRC... DST", help="source file(s) or URL(s), then the destination"
+    )
     cp.add_argument("--restart", action="store_true", help="discard any partial copy and start over")
+    tree = cp.add_argument_group("directory trees (SRC makes DST/NAME_OF_SRC, SRC/ fills DST)")
+    tree.add_argument("-r", "--recursive", action="store_true", help="copy directory trees, resumably")
+    tree.add_argument("-L", "--dereference", action="store_true", help="with -r: copy what symlinks point to")
+    tree.add_argument("--delete", action="store_true", help="with -r: remove what the source does not have")
     cp.add_argument(
         "--verify",
         choices=("fast", "full"),
         default="fast",
         help="fast (default): read the copy back and check every chunk's digest before it takes the "
-        "final name, and re-check the last chunks on resume; full: also re-read the source",
+        "final name, and re-check the last chunks on resume; full: also re-read the source, and "
+        "read the copy back from the device rather than the page cache (slower)",
     )
     cp.add_argument("--chunk-size", metavar="SIZE", help="journal granularity for a new copy (default 4M)")
     cp.add_argument("--checkpoint-bytes", metavar="SIZE", help="checkpoint at least every SIZE (default 64M)")
@@ -59,7 +67,18 @@ def build_parser() -> Parser:
         type=float,
         help="checkpoint at least every S seconds (default 1)",
     )
-    cp.add_argument("--retries", metavar="N", type=int, help="retries of transient I/O errors (default 5)")
+    cp.add_argument(
+        "--retries", metavar="N", type=int, help="retries of transient I/O and network errors (default 5)"
+    )
+    cp.add_argument(
+        "--checksum", metavar="ALG:HEX", help="the finished copy must have this sha256, sha512, sha1 or md5"
+    )
+    web = cp.add_argument_group("downloads (SRC an http:// or https:// URL)")
+    web.add_argument("--connections", metavar="N", type=int, help="parallel ranged requests (default 1)")
+    web.add_argument("--timeout", metavar="S", type=float, help="seconds to connect or to wait for data (30)")
+    web.add_argument(
+        "-H", "--header", metavar="'NAME: VALUE'", action="append", default=[], help="add a request header"
+    )
     cp.add_argument(
         "--no-preserve",
         metavar="LIST",

@@ -20,7 +20,8 @@ def line(item: Unfinished) -> str:
     if item.problem is not None:
         return f"   ?%  {'?':>10}  {when}  {item.destination}  ({item.problem})"
     size = format_size(item.size or 0)
-    return f"{item.percent or 0:5.1f}%  {size:>10}  {when}  {item.source} -> {item.destination}"
+    files = f"  ({item.files_done} of {item.files} files)" if item.files is not None else ""
+    return f"{item.percent or 0:5.1f}%  {size:>10}  {when}  {item.source} -> {item.destination}{files}"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .identity import Identity
@@ -40,6 +41,9 @@ __all__ = [
     "encode_chunks",
     "encode_promote",
     "encode_start",
+    "frame",
+    "frames",
+    "preamble",
 ]
 
 MAGIC = b"\x89ONWARD\n"
@@ -50,6 +54,7 @@ DIGEST_SIZE = 16
 KIND_HEADER = 1
 KIND_CHUNK = 2
 KIND_PROMOTE = 3
+KIND_TREE = 4  # kinds 4-6 belong to tree journals: core/treejournal.py
 
 _PREAMBLE = struct.Struct("<8sHH")
 _FRAME = struct.Struct("<IB")
@@ -73,7 +78,7 @@ class Header:
     created: float
     digest: str = DIGEST_NAME
 
-    @property
+    @cached_property  # asked for at every step of a transfer; a frozen header's plan never changes
     def plan(self) -> Plan:
         return Plan(self.total_size, self.chunk_size)
 
@@ -126,28 +131,34 @@ class Decoded:
     damaged_tail: int = 0  # bytes after that, ignored
 
 
-def _record(kind: int, payload: bytes) -> bytes:
+def frame(kind: int, payload: bytes) -> bytes:
+    """One self-checking record: length, kind, payload, CRC-32 of kind and payload."""
     body = bytes([kind]) + payload
     return _FRAME.pack(len(payload), kind) + payload + _CRC.pack(zlib.crc32(body))
+
+
+def preamble() -> bytes:
+    """The bytes every journal (a file's or a tree's) starts with."""
+    return _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0)
 
 
 def encode_start(header: Header) -> bytes:
     """Preamble and header: the bytes a new journal starts with."""
     payload = json.dumps(header.to_json(), sort_keys=True).encode("utf-8", "surrogateescape")
-    return _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0) + _record(KIND_HEADER, payload)
+    return preamble() + frame(KIND_HEADER, payload)
 
 
 def encode_chunks(records: list[ChunkRecord]) -> bytes:
-    return b"".join(_record(KIND_CHUNK, _CHUNK.pack(r.index, r.length, r.digest)) for r in records)
+    return b"".join(frame(KIND_CHUNK, _CHUNK.pack(r.index, r.length, r.digest)) for r in records)
 
 
 def encode_promote(promote: Promote) -> bytes:
-    return _record(KIND_PROMOTE, _PROMOTE.pack(promote.device, promote.inode))
+    return frame(KIND_PROMOTE, _PROMOTE.pack(promote.device, promote.inode))
 
 
 def _frames(data: bytes, pos: int) -> tuple[list[tuple[int, bytes, int]], int]:
     """Split ``data`` from ``pos`` into (kind, payload, end) frames; stop at the first bad one."""
-    frames = []
+    found = []
     while pos + _FRAME.size <= len(data):
         length, kind = _FRAME.unpack_from(data, pos)
         end = pos + _FRAME.size + length + _CRC.size
@@ -157,13 +168,14 @@ def _frames(data: bytes, pos: int) -> tuple[list[tuple[int, bytes, int]], int]:
         (crc,) = _CRC.unpack_from(data, end - _CRC.size)
         if zlib.crc32(body) != crc:
             break
-        frames.append((kind, body[1:], end))
+        found.append((kind, body[1:], end))
         pos = end
-    return frames, pos
+    return found, pos
 
 
-def decode(data: bytes) -> Decoded:
-    """Read a whole journal; raises ``DecodeError`` when it cannot be used at all."""
+def frames(data: bytes) -> list[tuple[int, bytes, int]]:
+    """Check the preamble, then every intact (kind, payload, end) record up to the first bad one.
+    Raises ``DecodeError`` when ``data`` is not a journal this version can read."""
     if len(data) < _PREAMBLE.size:
         raise DecodeError("too short to be an onward journal")
     magic, version, _ = _PREAMBLE.unpack_from(data)
@@ -173,19 +185,26 @@ def decode(data: bytes) -> Decoded:
         raise DecodeError(f"written by a newer onward (format {version}, this one reads {FORMAT_VERSION})")
     if version < 1:
         raise DecodeError(f"unknown format version {version}")
-    frames, _ = _frames(data, _PREAMBLE.size)
-    if not frames or frames[0][0] != KIND_HEADER:
+    return _frames(data, _PREAMBLE.size)[0]
+
+
+def decode(data: bytes) -> Decoded:
+    """Read a whole journal; raises ``DecodeError`` when it cannot be used at all."""
+    records = frames(data)
+    if records and records[0][0] == KIND_TREE:
+        raise DecodeError("this is the journal of a directory tree (onward copy -r), not of one file")
+    if not records or records[0][0] != KIND_HEADER:
         raise DecodeError("header record is missing or damaged")
     try:
-        raw = frames[0][1]
+        raw = records[0][1]
         if len(raw) > MAX_HEADER:
             raise ValueError("header too large")
         header = Header.from_json(json.loads(raw.decode("utf-8", "surrogateescape")))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"header is unreadable ({exc})") from None
-    out = Decoded(header=header, valid_length=frames[0][2])
+    out = Decoded(header=header, valid_length=records[0][2])
     plan = header.plan
-    for kind, payload, end in frames[1:]:
+    for kind, payload, end in records[1:]:
         if kind == KIND_CHUNK and len(payload) == _CHUNK.size:
             record = ChunkRecord(*_CHUNK.unpack(payload))
             if not plan.fits(record):

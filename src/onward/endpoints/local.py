@@ -21,6 +21,7 @@ from ..errors import (
     DestinationError,
     DurabilityError,
     JournalError,
+    NoSpaceError,
     SourceError,
     from_oserror,
 )
@@ -119,9 +120,7 @@ class LocalSource:
         try:
             st = os.stat(path)
             if stat.S_ISDIR(st.st_mode):
-                raise SourceError(
-                    f"{path}: is a directory (copying directory trees is not supported yet)", path
-                )
+                raise SourceError(f"{path}: is a directory; use -r to copy a directory tree", path)
             if not stat.S_ISREG(st.st_mode):
                 raise SourceError(
                     f"{path}: is {_kind(st.st_mode)}; onward copies regular files only, "
@@ -182,6 +181,9 @@ class LocalSink:
         self._fd = fd
         self._fresh = fresh
         self._poisoned: str | None = None
+        # Drop the partial's clean pages after each sync, so a read-back comes from the device,
+        # not the page cache (--verify full; costs about 15 % of a copy: docs/CRASH-TESTING.md).
+        self.uncached_readback = False
 
     @classmethod
     def open(cls, destination: str) -> LocalSink:
@@ -197,12 +199,17 @@ class LocalSink:
                 fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 fresh = True
             except PermissionError:
+                if not os.path.lexists(partial):
+                    raise  # denied for another reason: report that, not the chmod's ENOENT
                 # A crash after the source's read-only mode was applied, just before the rename.
                 os.chmod(partial, 0o600)
                 fd = os.open(partial, os.O_RDWR | os.O_CLOEXEC)
             st = os.fstat(fd)
         except OSError as exc:
-            raise from_oserror(exc, partial, "cannot open partial copy", source=False) from None
+            error = from_oserror(exc, partial, "cannot open partial copy", source=False)
+            if isinstance(error, NoSpaceError):  # before the engine, which adds the advice later on
+                error = NoSpaceError(f"{error.message}; free space (or inodes) and re-run", partial)
+            raise error from None
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise DestinationError(f"{partial}: is {_kind(st.st_mode)}, not a partial copy", partial)
@@ -254,9 +261,13 @@ class LocalSink:
         if self._poisoned is None:
             try:
                 os.fdatasync(self._fd)
-                return
             except OSError as exc:
                 self._poisoned = os.strerror(exc.errno or 0)
+            else:
+                if self.uncached_readback:
+                    with contextlib.suppress(OSError):
+                        os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                return
         raise DurabilityError(
             f"{self.partial}: fsync failed: {self._poisoned}; progress since the last checkpoint "
             "is not trusted, re-run to resume",
@@ -272,7 +283,10 @@ class LocalSink:
             st = os.stat(self.name)
         except OSError:
             return False
-        return (st.st_dev, st.st_ino) == (token.device, token.inode)
+        # A file system may come back from a power cut under another device number (loop
+        # devices, device-mapper, USB disks are numbered as they appear): on the file system
+        # the partial is on now, the inode decides.
+        return st.st_ino == token.inode and st.st_dev in (token.device, os.fstat(self._fd).st_dev)
 
     def promote(self, mode: int | None, times_ns: tuple[int, int] | None) -> None:
         """chmod and utime, fsync, rename onto the final name, fsync the directory."""
@@ -334,7 +348,9 @@ class LocalJournal:
             return None
         except OSError as exc:
             raise JournalError(
-                f"{self.name}: cannot read journal: {os.strerror(exc.errno or 0)}", self.name
+                f"{self.name}: cannot read journal: {os.strerror(exc.errno or 0)}; "
+                "re-run once it is readable, or with --restart to start over",
+                self.name,
             ) from None
 
     def create(self, data: bytes) -> None:

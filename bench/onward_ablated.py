@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""The onward CLI with one optimisation switched off, to measure what it buys (copy_bench.py --ablate).
+
+Usage::
+
+    python bench/onward_ablated.py --off=writeback copy SRC DST   # no sync_file_range after writes
+    python bench/onward_ablated.py --off=readahead copy SRC DST   # one buffer: read+hash, then write
+
+It patches module attributes of the onward it imports (whatever ``PYTHONPATH``
+or the venv provides) and then runs its CLI unchanged. The names it patches are
+private; if the engine no longer has them it says so and exits 3, rather than
+silently measuring the unpatched engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, attribute, replacement)
+PATCHES: dict[str, tuple[str, str, object]] = {
+    # LocalSink.write starts write-back of each chunk with sync_file_range(WRITE).
+    "writeback": ("onward.endpoints.local", "_start_writeback", lambda fd, offset, length: None),
+    # Readahead depth 1: the reader thread cannot read (and hash) the next chunk while
+    # the engine writes this one, so reading, hashing and writing take turns.
+    "readahead": ("onward.engine", "READAHEAD", 1),
+}
+
+
+def main(argv: list[str]) -> int:
+    off = []
+    while argv and argv[0].startswith("--off="):
+        off.extend(argv.pop(0).removeprefix("--off=").split(","))
+    for name in off:
+        if name not in PATCHES:
+            print(f"onward_ablated: unknown --off={name}; known: {', '.join(PATCHES)}", file=sys.stderr)
+            return 2
+        module_name, attribute, value = PATCHES[name]
+        module = importlib.import_module(module_name)
+        if not hasattr(module, attribute):
+            print(f"onward_ablated: {module_name}.{attribute} no longer exists", file=sys.stderr)
+            return 3
+        setattr(module, attribute, value)
+    from onward.cli.main import main as cli
+
+    sys.argv[0] = "onward"
+    return cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

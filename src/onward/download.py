@@ -1,0 +1,107 @@
+"""``onward.copy(URL, DST)``: an HTTP(S) download through the same engine and journal as a copy.
+
+The source is an ``HttpSource``; the sink and the journal are the local ones, so
+the partial and the journal sit beside the destination as for any copy, and
+``onward status`` / ``clean`` see downloads like copies (the journal records the
+URL without its credentials). This module only resolves where the file goes,
+says what the server allows, and wires the pieces; ``api.copy`` sends URLs here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+
+from .checksum import final_check
+from .core.http import Expected, name_from_url, parse_checksum, safe_filename
+from .endpoints.http import HttpSource
+from .endpoints.local import LocalJournal, LocalSink
+from .engine import Transfer
+from .errors import DestinationError, UsageError
+from .events import CopyResult, Event, Listener, Notice, Retry, dispatch
+from .options import Options
+
+__all__ = ["download", "download_target"]
+
+STREAMING = {
+    "no-ranges": "the server does not support byte ranges",
+    "no-validator": "the server sends no ETag or Last-Modified, so a second request cannot be proven "
+    "to return the same file",
+}
+
+
+def download_target(source: HttpSource, dst: str) -> tuple[str, str | None]:
+    """Where the download of ``source`` lands when asked to go to ``dst``, and a notice (or None).
+
+    Into an existing directory it goes under the name the server gives in
+    Content-Disposition, else the last segment of the URL's path, made safe so it
+    can never leave the directory; a URL with no usable name needs a file path.
+    """
+    if not os.path.isdir(dst):
+        if dst.endswith("/"):
+            why = "is not a directory" if os.path.exists(dst.rstrip("/")) else "directory does not exist"
+            raise DestinationError(f"{dst}: {why}", dst)
+        return dst, None
+    raw = source.filename
+    name = safe_filename(raw)
+    note = None
+    if raw is not None and name != raw:
+        note = f"the server's file name {raw!r} " + (
+            f"was reduced to {name!r}" if name else "is unusable; named after the URL instead"
+        )
+    if name is None:
+        name = name_from_url(source.name)
+    if name is None:
+        raise UsageError(
+            f"{source.name}: the URL names no file and the server sent no usable file name; "
+            "give the destination as a file path"
+        )
+    return os.path.join(dst, name), note
+
+
+def download(url: str, dst: str, opts: Options, listeners: Sequence[Listener] = ()) -> CopyResult:
+    where = [dst]  # what Retry and Notice events name, once known
+
+    def emit(event: Event) -> None:
+        for listener in listeners:
+            dispatch(listener, event)
+
+    def on_retry(attempt: int, delay: float, message: str) -> None:
+        emit(Retry(where[0], attempt, delay, message))
+
+    source = HttpSource.open(
+        url,
+        headers=opts.headers,
+        timeout=opts.timeout,
+        connections=opts.connections,
+        retries=opts.retries,
+        on_retry=on_retry,
+    )
+    try:
+        target, note = download_target(source, dst)
+        target = os.path.abspath(target)
+        if os.path.isdir(target):
+            raise DestinationError(f"{target}: is a directory; cannot replace it with a file", target)
+        sink = LocalSink.open(target)
+    except BaseException:
+        source.close()
+        raise
+    where[0] = target
+    source.on_notice = lambda message: emit(Notice(target, message))
+    if note:
+        emit(Notice(target, note))
+    if source.streaming in STREAMING:
+        emit(
+            Notice(
+                target,
+                f"{STREAMING[source.streaming]}: downloading it from the start in one piece; "
+                "an interrupted download starts over",
+            )
+        )
+        if opts.verify == "full":
+            emit(Notice(target, "--verify full needs byte ranges to read the source again: using fast"))
+            opts = replace(opts, verify="fast")
+    given: list[Expected] = [parse_checksum(opts.checksum)] if opts.checksum else []
+    check = final_check(lambda: [*given, *source.digests], target)
+    return Transfer(source, sink, LocalJournal(target), opts, listeners, final_check=check).run()

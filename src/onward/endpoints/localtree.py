@@ -1,0 +1,334 @@
+"""Local directory trees: listing a source and a destination, and the operations on entries
+that are not file data (directories, symlinks, hard links, metadata, removals, the tree lock).
+
+Everything here is I/O carried out as ``onward.core.tree`` decided it. Errors leave as
+``OSError`` only where the orchestrator turns them into one failed entry; what stops a
+whole run leaves as an ``onward.errors`` type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import stat
+from collections.abc import Iterator, Set
+from operator import attrgetter
+
+import xxhash
+
+from ..core.journal import DecodeError, decode
+from ..core.tree import Artefacts, DestTree, Kind, Node, SourceTree
+from ..core.treejournal import Stamp
+from ..errors import DestinationError
+from .local import JOURNAL_SUFFIX, PARTIAL_SUFFIX, partial_path
+
+__all__ = [
+    "TREE_JOURNAL",
+    "TreeLock",
+    "apply_dir",
+    "cause",
+    "display",
+    "make_dir",
+    "make_hardlink",
+    "make_symlink",
+    "node_of",
+    "remove_entry",
+    "remove_working_files",
+    "same_bytes",
+    "scan_destination",
+    "scan_source",
+    "working_base",
+]
+
+TREE_JOURNAL = "onward-tree.onward-journal"  # in the destination root: the tree journal
+WORKING_SUFFIXES = (PARTIAL_SUFFIX, JOURNAL_SUFFIX, JOURNAL_SUFFIX + ".tmp")
+BLOCK = 1 << 20
+
+
+def display(path: str) -> str:
+    """``path`` for a message: bytes that are not UTF-8 shown as ``\\xNN``, never a traceback."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def cause(exc: OSError, doing: str) -> str:
+    """``doing: strerror`` plus what to do about it, for one failed entry."""
+    code = exc.errno or 0
+    text = f"{doing}: {os.strerror(code) if code else exc}"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        text += "; fix the permissions and re-run"
+    elif code == errno.ENAMETOOLONG:
+        text += " (longer than this file system allows, counting onward's .onward-partial suffix)"
+    elif code == errno.ELOOP:
+        text += " (a symbolic link loop)"
+    return text
+
+
+def working_base(name: str) -> str | None:
+    """The name an onward working file (partial, journal) belongs to, or None."""
+    for suffix in WORKING_SUFFIXES:
+        if name.endswith(suffix) and name != suffix:
+            return name[: -len(suffix)]
+    return None
+
+
+def _special(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+_KINDS = {stat.S_IFREG: Kind.FILE, stat.S_IFDIR: Kind.DIR, stat.S_IFLNK: Kind.SYMLINK}
+
+
+def node_of(st: os.stat_result, target: str | None = None) -> Node:
+    """The ``Node`` of a stat result (made for every entry of both trees: kept lean)."""
+    mode = st.st_mode
+    kind = _KINDS.get(mode & 0o170000, Kind.SPECIAL)
+    if kind is Kind.FILE:
+        stamp = Stamp(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
+        return Node(kind, mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_atime_ns, stamp, st.st_nlink)
+    what = _special(mode) if kind is Kind.SPECIAL else ""
+    return Node(
+        kind, mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_atime_ns, None, st.st_nlink, target, what
+    )
+
+
+def _listing(path: str) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as entries:
+        return sorted(entries, key=attrgetter("name"))
+
+
+def scan_source(root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozenset()) -> SourceTree:
+    """Every entry below ``root`` (itself followed if a symlink), parents before children.
+    ``follow`` (``-L``) lists what symlinks point to; a directory that leads back to one of its
+    own ancestors is a loop, and one in ``avoid`` (device, inode: the destination root) leads
+    into the copy itself: both are reported, not entered."""
+    st = os.stat(root)
+    tree = SourceTree(node_of(st), {})
+    stack: list[tuple[str, str, tuple[tuple[int, int], ...]]] = [("", root, ((st.st_dev, st.st_ino),))]
+    while stack:
+        rel, path, ancestors = stack.pop()
+        try:
+            items = _listing(path)
+        except OSError as exc:
+            tree.unlisted.add(rel)
+            tree.problems.append((rel, cause(exc, "cannot list directory")))
+            continue
+        subdirs = []
+        for item in items:
+            sub = f"{rel}/{item.name}" if rel else item.name
+            if working_base(item.name) is not None:
+                tree.skipped.append((sub, "is an onward working file (partial or journal); not copied"))
+                continue
+            try:
+                if follow:
+                    try:
+                        st = os.stat(item.path)
+                    except FileNotFoundError:
+                        if not item.is_symlink():
+                            raise
+                        dangling = display(os.readlink(item.path))
+                        tree.problems.append((sub, f"broken symbolic link: {dangling} does not exist"))
+                        continue
+                else:
+                    st = item.stat(follow_symlinks=False)
+                target = os.readlink(item.path) if stat.S_ISLNK(st.st_mode) else None
+            except OSError as exc:
+                tree.problems.append((sub, cause(exc, "cannot read")))
+                continue
+            node = node_of(st, target)
+            if node.kind is Kind.DIR:
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    back = ancestors.index(key)
+                    here = os.path.join(root, *sub.split("/")[:back])
+                    tree.problems.append(
+                        (sub, f"symbolic link loop: leads back to {display(here)}; not followed")
+                    )
+                    continue
+                if key in avoid:
+                    tree.problems.append((sub, "leads into the destination of this copy; not followed"))
+                    continue
+                subdirs.append((sub, item.path, (*ancestors, key)))
+            tree.entries[sub] = node
+        stack.extend(reversed(subdirs))
+    return tree
+
+
+def _owner(journal: str) -> str | None:
+    """The source a file journal names, or None when it cannot be read."""
+    try:
+        with open(journal, "rb") as fh:
+            return decode(fh.read()).header.source
+    except (OSError, DecodeError):
+        return None
+
+
+def scan_destination(root: str, source: SourceTree) -> DestTree:
+    """What the destination holds in the directories that mirror the source's, and onward's
+    working files there. Entries only in the destination are listed, not descended into."""
+    dest = DestTree(node_of(os.stat(root)), {})
+    directories = [""] + [p for p, n in source.entries.items() if n.kind is Kind.DIR]
+    for rel in directories:
+        if rel:
+            found = dest.entries.get(rel)
+            if found is None or found.kind is not Kind.DIR:
+                continue
+        path = os.path.join(root, rel) if rel else root
+        try:
+            with os.scandir(path) as listing:
+                items = list(listing)
+        except OSError:
+            continue  # copying into it will fail with a clear message of its own
+        dest.listed.add(rel)
+        working: dict[str, list[os.DirEntry[str]]] = {}
+        for item in items:
+            if not rel and item.name in (TREE_JOURNAL, TREE_JOURNAL + ".tmp"):
+                continue
+            sub = f"{rel}/{item.name}" if rel else item.name
+            base = working_base(item.name)
+            if base is not None:
+                working.setdefault(f"{rel}/{base}" if rel else base, []).append(item)
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+                target = None
+                if stat.S_ISLNK(st.st_mode) and sub in source.entries:
+                    target = os.readlink(item.path)
+            except OSError:
+                continue  # vanished meanwhile
+            dest.entries[sub] = node_of(st, target)
+        for base, files in working.items():
+            partial, journal = None, None
+            for item in files:  # a journal's .tmp alone counts for nothing: it is always rewritten
+                if item.name.endswith(PARTIAL_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        partial = node_of(item.stat(follow_symlinks=False))
+                elif item.name.endswith(JOURNAL_SUFFIX):
+                    journal = item.path
+            owner = _owner(journal) if journal else None
+            dest.artefacts[base] = Artefacts(partial, journal is not None, owner)
+    return dest
+
+
+# -- operations on entries -------------------------------------------------------------------
+
+
+def make_dir(path: str) -> None:
+    """A new directory, owner-only until its own permission bits are applied after its contents."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise
+
+
+def _drop(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def make_symlink(final: str, target: str, times_ns: tuple[int, int] | None) -> None:
+    """A symlink made beside ``final`` and renamed onto it: ``final`` never goes missing."""
+    temp = partial_path(final)
+    _drop(temp)
+    os.symlink(target, temp)
+    if times_ns is not None:
+        with contextlib.suppress(OSError):  # not every file system keeps a symlink's times
+            os.utime(temp, ns=times_ns, follow_symlinks=False)
+    os.rename(temp, final)
+
+
+def make_hardlink(existing: str, final: str) -> None:
+    """``final`` as one more name of ``existing``, made beside it and renamed onto it."""
+    temp = partial_path(final)
+    _drop(temp)
+    os.link(existing, temp)
+    os.rename(temp, final)
+    _drop(temp)  # rename() does nothing when both names were already links of one file
+
+
+def remove_entry(path: str) -> None:
+    """Remove a file, a symlink or a whole directory (``--delete``)."""
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def remove_working_files(destination: str) -> bool:
+    """Remove the partial and journal beside ``destination``; False (nothing removed) when
+    another onward holds the partial's lock, i.e. is copying to it right now."""
+    partial = partial_path(destination)
+    fd = -1
+    try:
+        with contextlib.suppress(OSError):
+            st = os.lstat(partial)
+            if stat.S_ISREG(st.st_mode):
+                fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        for path in (partial, destination + JOURNAL_SUFFIX, destination + JOURNAL_SUFFIX + ".tmp"):
+            _drop(path)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True
+
+
+def apply_dir(path: str, mode: int | None, times_ns: tuple[int, int] | None) -> None:
+    if mode is not None:
+        os.chmod(path, mode)
+    if times_ns is not None:
+        os.utime(path, ns=times_ns)
+
+
+def _chunks(path: str) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as fh:
+        while block := fh.read(BLOCK):
+            yield block
+
+
+def same_bytes(a: str, b: str) -> bool:
+    """Whether two files hold the same bytes (read in full; ``--verify full`` of done files)."""
+    if os.stat(a).st_size != os.stat(b).st_size:
+        return False
+    ha, hb = xxhash.xxh3_128(), xxhash.xxh3_128()
+    for block in _chunks(a):
+        ha.update(block)
+    for block in _chunks(b):
+        hb.update(block)
+    return ha.digest() == hb.digest()
+
+
+class TreeLock:
+    """An exclusive ``flock`` on the destination root: one tree copy into it at a time."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        try:
+            self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise DestinationError(f"{display(root)}: {cause(exc, 'cannot open')}", root) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise DestinationError(
+                f"{display(root)}: another onward is copying into it right now; wait for it to finish",
+                root,
+            ) from None
+
+    def close(self) -> None:
+        os.close(self.fd)

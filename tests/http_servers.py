@@ -1,0 +1,360 @@
+"""Real HTTP servers on 127.0.0.1 for the download tests and the HTTP benchmark.
+
+``Nginx`` runs the system's nginx in the foreground (one process, as the current
+user) with a configuration generated in a scratch directory: static files with
+ETag and byte ranges, a rate-limited ``/slow/`` location, basic auth under
+``/auth/``, a redirect under ``/moved/``, a 403, an access log of every
+request's Range, If-Range and Accept-Encoding, and optionally TLS.
+
+``Misbehaving`` is a small threaded server written for the tests that gets
+HTTP wrong on purpose: it ignores Range, lies in Content-Range, drops the
+connection mid-body, answers 503 with Retry-After, sends no validators,
+stalls, or sends a hostile Content-Disposition, as its ``Behaviour`` says.
+
+Only the standard library is used (the benchmark imports this module too).
+Every wait here is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.server
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = START_TIMEOUT
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s")
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+
+
+CONFIG = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    log_format onward '$connection $status "$request" range="$http_range" if_range="$http_if_range" '
+                      'accept_encoding="$http_accept_encoding" auth="$remote_user" run="$http_x_run"';
+    access_log {work}/access.log onward;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fastcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    server {{
+        listen {host}:{port};
+{tls}
+        root {root};
+        location /slow/ {{ alias {root}/; limit_rate {rate}; }}
+        location /auth/ {{
+            alias {root}/;
+            limit_rate {rate};
+            auth_basic "onward tests";
+            auth_basic_user_file {work}/htpasswd;
+        }}
+        location /moved/ {{ rewrite ^/moved/(.*)$ /$1 redirect; }}
+        location = /forbidden {{ return 403; }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Nginx:
+    """nginx serving ``root`` on a free loopback port; ``start()`` / ``stop()``, or use ``with``."""
+
+    root: Path
+    work: Path
+    rate: str = "4m"  # limit_rate of /slow/ and /auth/
+    users: dict[str, str] = field(default_factory=dict)  # basic auth for /auth/
+    tls: tuple[Path, Path] | None = None  # (certificate, key)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Nginx:
+        binary = nginx_binary()
+        if binary is None:
+            raise RuntimeError("nginx is not installed")
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / "htpasswd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items()))
+        tls = ""
+        if self.tls is not None:
+            cert, key = self.tls
+            tls = f"        ssl_certificate {cert};\n        ssl_certificate_key {key};"
+        for attempt in range(5):
+            self.port = free_port()
+            listen = f"{self.port} ssl" if self.tls else str(self.port)
+            conf = CONFIG.format(
+                work=self.work, host=HOST, port=listen, root=self.root, rate=self.rate, tls=tls
+            )
+            (self.work / "nginx.conf").write_text(conf)
+            self.proc = subprocess.Popen(
+                [binary, "-p", str(self.work), "-e", str(self.work / "error.log"), "-c", "nginx.conf"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_for_port(self.port, self.proc)
+                return self
+            except RuntimeError:
+                self.stop()
+                if attempt == 4:
+                    raise RuntimeError(f"nginx did not start: {self.errors()}") from None
+        return self
+
+    def url(self, path: str, *, userinfo: str = "") -> str:
+        scheme = "https" if self.tls else "http"
+        at = f"{userinfo}@" if userinfo else ""
+        return f"{scheme}://{at}{HOST}:{self.port}/{path.lstrip('/')}"
+
+    def errors(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.work / "error.log").read_text()[-2000:]
+        return ""
+
+    def requests(self) -> list[str]:
+        """The access log, one line per request (see ``log_format onward``)."""
+        with contextlib.suppress(OSError):
+            return (self.work / "access.log").read_text().splitlines()
+        return []
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> Nginx:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def self_signed(work: Path) -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1 (needs the openssl command)."""
+    cert, key = work / "cert.pem", work / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+# -- the misbehaving server ---------------------------------------------------------------
+
+
+@dataclass
+class Behaviour:
+    """What ``Misbehaving`` gets wrong. "Data requests" are all GETs but the ``bytes=0-0`` probe."""
+
+    ranges: bool = True  # honour Range (else always 200 with the whole body)
+    validators: bool = True  # send ETag and Last-Modified
+    lie_from: int | None = None  # data requests from this number on: Content-Range of other bytes
+    drop_at: dict[int, int] = field(default_factory=dict)  # data request n -> close after so many bytes
+    stall_at: dict[int, int] = field(default_factory=dict)  # data request n -> stall after so many bytes
+    stall_for: float = 5.0
+    busy: dict[int, int] = field(default_factory=dict)  # request n (all GETs) -> 503 with Retry-After
+    status: int | None = None  # answer every request with this status and no body
+    disposition: str | None = None  # Content-Disposition header
+    repr_digest: str | None = None
+    digest: str | None = None  # legacy Digest header
+    no_length: bool = False  # send the whole body without Content-Length (connection close)
+    replace_at: dict[int, bytes] = field(default_factory=dict)  # data request n: a new file first
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Misbehaving._Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        owner = self.server.owner
+        with owner.lock:
+            owner.count += 1
+            number = owner.count
+            behaviour = owner.behaviour
+            rng = self.headers.get("Range")
+            probe = rng == "bytes=0-0"
+            if not probe:
+                owner.data_count += 1
+            data_number = owner.data_count
+            if not probe and data_number in behaviour.replace_at:
+                owner.set_data(behaviour.replace_at[data_number])
+            data, etag = owner.data, owner.etag
+            owner.log.append({"n": number, "range": rng, "if_range": self.headers.get("If-Range")})
+        b = behaviour
+        if b.status is not None:
+            self.send_response(b.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if number in b.busy:
+            self.send_response(503)
+            self.send_header("Retry-After", str(b.busy[number]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start, end, status = 0, len(data) - 1, 200
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
+        if_range = self.headers.get("If-Range")
+        if b.ranges and match and (if_range is None or (b.validators and if_range == etag)):
+            start = int(match.group(1))
+            end = min(int(match.group(2)), len(data) - 1) if match.group(2) else len(data) - 1
+            status = 206
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        body_start = start
+        if status == 206 and b.lie_from is not None and not probe and data_number >= b.lie_from:
+            body_start = 0  # sends other bytes than asked for, and says so in Content-Range
+        body = data[body_start : body_start + (end - start + 1)]
+        self.send_response(status)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {body_start}-{body_start + len(body) - 1}/{len(data)}")
+        if b.ranges:
+            self.send_header("Accept-Ranges", "bytes")
+        if b.validators:
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", "Mon, 02 Mar 2026 10:00:00 GMT")
+        for name, value in (
+            ("Content-Disposition", b.disposition),
+            ("Repr-Digest", b.repr_digest),
+            ("Digest", b.digest),
+        ):
+            if value is not None:
+                self.send_header(name, value)
+        if b.no_length:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        cut = b.drop_at.get(data_number) if not probe else None
+        stall = b.stall_at.get(data_number) if not probe else None
+        if cut is not None:
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if stall is not None:
+            self.wfile.write(body[:stall])
+            self.wfile.flush()
+            owner.stop.wait(b.stall_for)
+            self.close_connection = True
+            return
+        view = memoryview(body)
+        for pos in range(0, len(view), 1 << 16):
+            self.wfile.write(view[pos : pos + (1 << 16)])
+
+
+def etag_of(data: bytes) -> str:
+    """The strong ETag ``Misbehaving`` sends for ``data``."""
+    return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+
+
+class Misbehaving:
+    """The test server: ``data`` is the file; ``behaviour`` what it gets wrong; ``url`` where."""
+
+    class _Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+        block_on_close = False
+        owner: Misbehaving
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client that went away (killed, timed out) is part of the tests
+
+    def __init__(self, data: bytes, behaviour: Behaviour | None = None) -> None:
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.behaviour = behaviour or Behaviour()
+        self.count = 0
+        self.data_count = 0
+        self.log: list[dict[str, Any]] = []
+        self.data = data
+        self.etag = ""
+        self.set_data(data)
+        self.server = self._Server((HOST, 0), _Handler)
+        self.server.owner = self
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+
+    def replace(self, data: bytes) -> None:
+        with self.lock:
+            self.set_data(data)
+
+    def set_data(self, data: bytes) -> None:
+        self.data = data
+        self.etag = etag_of(data)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.server.server_address[1]}/file.bin"
+
+    def __enter__(self) -> Misbehaving:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
