@@ -21,6 +21,8 @@ Log = list[tuple[str, object]]
 @dataclass
 class MemorySource:
     data: bytes
+    connections = 1
+    recheck_on_change = True
     log: Log = field(default_factory=list)
     name: str = "/src"
     version: int = 1

@@ -279,7 +279,7 @@ class Transfer:
     def rebase(self, current: Identity, why: str) -> None:
         """Adopt the source as it is now, keeping only committed chunks it still holds."""
         self.header = replace(self.header_or_fail(), identity=current, total_size=current.size)
-        if not getattr(self.source, "recheck_on_change", True):
+        if not self.source.recheck_on_change:
             # Re-checking a remote source's chunks would download them again: start over instead.
             self.committed = {}
             self.notice(f"{why}: starting over from zero")
@@ -332,7 +332,7 @@ class Transfer:
         plan, opts = self.plan, self.opts
         since, last, base = 0, self.clock(), self.durable
         spans = [(i, *plan.span(i)) for i in plan.remaining(self.committed)]
-        workers = getattr(self.source, "connections", 1)  # parallel requests (HTTP --connections)
+        workers = self.source.connections  # parallel requests (HTTP --connections)
         depth = READAHEAD + workers - 1
         with Readahead(
             self.source.read_into, digest, spans, plan.chunk_size, depth=depth, workers=workers

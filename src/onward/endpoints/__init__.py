@@ -28,6 +28,17 @@ class Attributes:
 class Source(Protocol):
     name: str
 
+    @property
+    def connections(self) -> int:
+        """How many chunks the engine may read at once (parallel requests)."""
+        ...
+
+    @property
+    def recheck_on_change(self) -> bool:
+        """Whether a changed source's committed chunks are worth re-reading to keep the
+        matching ones (cheap locally; a second download remotely, so there: start over)."""
+        ...
+
     def identity(self) -> Identity:
         """The source as it is now (raises ``SourceError`` when it cannot be read)."""
         ...

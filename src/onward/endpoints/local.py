@@ -110,6 +110,9 @@ def _pread_full(fd: int, offset: int, buf: memoryview) -> int:
 class LocalSource:
     """A regular file, read by offset. Open it with ``LocalSource.open``."""
 
+    connections = 1
+    recheck_on_change = True
+
     def __init__(self, name: str, fd: int, st: os.stat_result) -> None:
         self.name = name
         self._fd = fd
