@@ -7,13 +7,13 @@ Usage::
                                [--tools cp,cp-sync,dd,rsync,shutil,recipe,onward] [--recipe-bytes SIZE]
                                [--onward-ref REF]... [--ablate] [--onward-variant OPTS]...
                                [--startup-reps 40] [--max-load 1.0 --load-wait 300] [--json FILE]
-    python bench/copy_bench.py --smoke        # 1 MiB, 1 round: checks the bench still runs (CI)
+    python bench/copy_bench.py --smoke        # 256 KiB, 1 round: checks the bench still runs (CI)
 
 For every size one random source file is written; then every round runs every
 job once: the full copy of every tool, and the resume after an interruption at
-90 % of onward, ``rsync --append-verify`` and the recipe. Jobs run round-robin
-and the starting job rotates from round to round, so drift of the machine
-spreads over all of them alike. Before every timed run the destination
+90 % of onward, ``rsync --append-verify`` and the recipe. The jobs run in a
+fresh shuffled order every round (seeded), so drift of the machine, and any
+after-effect of one job on the next, spreads over all of them alike. Before every timed run the destination
 directory is emptied and ``sync`` is run; with ``--drop-caches`` the page cache
 is dropped too, so every job starts with a cold cache. At the end it measures
 the start-up time of ``onward --version`` and ``onward --help`` and prints each
@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import resource
 import shlex
@@ -468,9 +469,13 @@ def empty_dir(directory: str) -> None:
             os.unlink(path)
 
 
+SETTLE_SYNC = True  # off in --smoke: there a global sync can take seconds on a busy machine
+
+
 def settle(drop: bool) -> None:
     """Same starting state for every job: flush everything dirty, optionally drop the page cache."""
-    os.sync()
+    if SETTLE_SYNC:
+        os.sync()
     if drop:
         with open(DROP_CACHES, "w") as fh:
             fh.write("3\n")
@@ -611,6 +616,8 @@ class Block:
     waited: float = 0.0  # seconds spent waiting for a quieter machine
     round_load: list[float] = field(default_factory=list)  # 1-min load average at each round's start
     round_busy: list[float] = field(default_factory=list)  # cores others kept busy just before each round
+    notes: list[str] = field(default_factory=list)
+    orders: list[list[str]] = field(default_factory=list)  # the order the jobs ran in, per round
     seconds: float = 0.0
     tools: list[Tool] = field(default_factory=list)
     resumes: list[Resume] = field(default_factory=list)
@@ -659,6 +666,7 @@ def run_block(
     say(f"{fmt_size(size)}: writing the source")
     write_source(src, size)
     jobs: list[Tool | Resume] = [*tools, *resumes]
+    shuffle = random.Random(args.seed + size)
     for rnd in range(args.runs):
         busy = quiet.before_round()
         if busy is not None:
@@ -668,8 +676,10 @@ def run_block(
             f"{fmt_size(size)}: round {rnd + 1}/{args.runs} (load {block.round_load[-1]:.2f}"
             + (f", others busy {busy:.2f} cores)" if busy is not None else ")")
         )
-        shift = rnd % len(jobs)
-        for job in jobs[shift:] + jobs[:shift]:
+        order = list(jobs)
+        shuffle.shuffle(order)  # a fresh order every round: no job always follows the same one
+        block.orders.append([j.name if isinstance(j, Tool) else f"{j.name} (resume)" for j in order])
+        for job in order:
             empty_dir(dstdir)
             if isinstance(job, Tool):
                 if job.max_runs is not None and rnd >= job.max_runs:
@@ -947,11 +957,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated source sizes (default 1M,256M,2G)",
     )
     p.add_argument("--runs", type=int, default=5, help="rounds per size; every job runs once per round")
-    p.add_argument("--dir", default=tempfile.gettempdir(), help="where source and destinations live")
+    p.add_argument(
+        "--dir",
+        help="where source and destinations live (default: the temp dir; --smoke: /dev/shm if it exists)",
+    )
     p.add_argument(
         "--tools",
         default=",".join(ALL_TOOLS),
         help=f"comma-separated subset of {','.join(ALL_TOOLS)} (default: all)",
+    )
+    p.add_argument(
+        "--recipe-max-size",
+        type=parse_size,
+        metavar="SIZE",
+        help="run the recipe (full copy and resume) only for sizes up to SIZE",
     )
     p.add_argument(
         "--recipe-bytes",
@@ -979,6 +998,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help='also run onward with these options, e.g. "--checkpoint-bytes 16M" (repeatable)',
     )
     p.add_argument("--drop-caches", action="store_true", help=f"write 3 to {DROP_CACHES} before every run")
+    p.add_argument("--seed", type=int, default=1, help="seed of the per-round job order (1)")
     p.add_argument("--resume-at", type=float, default=0.9, help="interruption point, a fraction (0.9)")
     p.add_argument("--no-resume", action="store_true", help="skip the resume measurements")
     p.add_argument("--startup-reps", type=int, default=40, help="repetitions of each start-up command (40)")
@@ -1010,11 +1030,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-gnu-time", action="store_true", help="take peak RSS from our own wait4 (floored)")
     p.add_argument("--json", metavar="FILE", help="write all samples and summaries to FILE")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--smoke", action="store_true", help="1 MiB, 1 round, 3 start-ups: quick check (CI)")
+    p.add_argument("--smoke", action="store_true", help="256 KiB, 1 round, 3 start-ups: quick check (CI)")
     args = p.parse_args(argv)
     args.busy_window = 2.0
-    if args.smoke:
-        args.sizes, args.runs, args.startup_reps, args.skip_missing = [MiB], 1, 3, True
+    if args.smoke:  # checks that every path of the bench still runs; its timings mean nothing
+        args.sizes, args.runs, args.startup_reps, args.skip_missing = [256 << 10], 1, 3, True
+        global SETTLE_SYNC
+        SETTLE_SYNC = False
+        if args.dir is None and os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+            args.dir = "/dev/shm"  # the recipe's per-KiB side-file rewrites crawl on a busy disk
+    if args.dir is None:
+        args.dir = tempfile.gettempdir()
     args.tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = sorted(set(args.tools) - set(ALL_TOOLS))
     if unknown:
@@ -1030,53 +1056,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds through the finally blocks: children killed, temp dir removed
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop)
-    say: Callable[[str], None] = (
-        (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    )
-    onward = onward_command()
-    timer = None if args.no_gnu_time else gnu_time()
-    desc = machine(args.dir)
-    started = time.time()
-    notes: list[str] = []
-    work = tempfile.mkdtemp(prefix="onward-bench-", dir=args.dir)
-    blocks: list[Block] = []
-    try:
-        proto = make_tools(args.tools, onward)
-        absent = {t.key: m for t in proto if (m := missing(t)) is not None}
-        if absent and not args.skip_missing:
-            raise SystemExit(
-                "not installed: " + ", ".join(sorted(set(absent.values()))) + " (install, or --skip-missing)"
-            )
-        for key, exe in absent.items():
-            notes.append(f"skipped {key}: {exe} is not installed")
-        keys = [k for k in args.tools if k not in absent]
-        repo = os.path.dirname(HERE)
-        if args.snapshot:
-            fingerprint = snapshot(repo, work)
-            notes.append(
-                f"onward rows run a snapshot of src/onward taken at the start (sha256 {fingerprint})"
-            )
-        code = describe_code(repo)
-        for size in args.sizes:
-            recipe_runs = None if args.recipe_bytes is None else max(1, args.recipe_bytes // size)
-            tools = make_tools(keys, onward, recipe_runs)
-            tools += [ref_tool(ref, repo, work) for ref in args.onward_ref]
-            if args.ablate:
-                tools += ablated_tools()
-            tools += [variant_tool(onward, v) for v in args.onward_variant]
-            resumes = [] if args.no_resume else make_resumes(keys, onward)
-            blocks.append(run_block(size, tools, resumes, args, timer, os.path.join(work, "data"), say))
-        startup = measure_startup(onward, args.startup_reps) if args.startup_reps > 0 else []
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
+def print_header(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    desc: dict[str, Any],
+    onward: list[str],
+    timer: str | None,
+) -> None:
     given = sys.argv[1:] if argv is None else argv
     print(f"command: python {shlex.join([os.path.relpath(sys.argv[0]), *given])}")
     print(
@@ -1090,8 +1076,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"tools:   {desc['cp']}; {desc['dd']}; {desc['rsync']}; onward: {shlex.join(onward)}")
     print(
-        "method:  random source per size, jobs interleaved round-robin; before each timed run: "
-        "destination dir emptied + sync"
+        f"method:  random source per size, jobs in a shuffled order every round (--seed {args.seed}); "
+        "before each timed run: "
+        + ("destination dir emptied + sync" if SETTLE_SYNC else "destination dir emptied (--smoke: no sync)")
         + (", page cache dropped (echo 3 > drop_caches)" if args.drop_caches else ", page cache NOT dropped")
     )
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -1103,108 +1090,195 @@ def main(argv: list[str] | None = None) -> int:
             else f"spawned by this script, so floored at this script's own peak RSS ({own / 1024:.1f} MiB)"
         )
     )
-    print(f"code:    {code}")
-    print(
-        "onward:  default mode is durable (fdatasync per checkpoint, fsync + rename); it has no relaxed mode"
-    )
-    for note in notes:
+    print(f"code:    {desc['code']}")
+    print("onward:  default mode, durable (fdatasync per checkpoint, fsync + rename); no relaxed mode exists")
+    for note in desc["notes"]:
         print(f"note:    {note}")
-    for b in blocks:
-        print()
-        la, lb = b.load_before, b.load_after
+
+
+def print_block(b: Block, args: argparse.Namespace) -> None:
+    print()
+    la, lb = b.load_before, b.load_after
+    print(
+        f"== {fmt_size(b.size)}: {b.rounds} round(s) in {b.seconds:.0f} s; load average (1/5/15 min) "
+        f"{la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f} before, {lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f} after"
+        + (f"; waited {b.waited:.0f} s for a quieter machine" if b.waited else "")
+    )
+    print(f"   1-min load at each round's start: {' '.join(f'{x:.2f}' for x in b.round_load)}")
+    if b.round_busy:
         print(
-            f"== {fmt_size(b.size)}: {b.rounds} round(s) in {b.seconds:.0f} s; load average (1/5/15 min) "
-            f"{la[0]:.2f}/{la[1]:.2f}/{la[2]:.2f} before, {lb[0]:.2f}/{lb[1]:.2f}/{lb[2]:.2f} after"
-            + (f"; waited {b.waited:.0f} s for it to settle" if b.waited else "")
+            "   cores kept busy by others just before each round (bench idle, "
+            f"{args.busy_window:.0f} s): {' '.join(f'{x:.2f}' for x in b.round_busy)}"
         )
-        print(f"   1-min load at each round's start: {' '.join(f'{x:.2f}' for x in b.round_load)}")
-        if b.round_busy:
-            print(
-                "   cores kept busy by others just before each round (bench idle, "
-                f"{args.busy_window:.0f} s): {' '.join(f'{x:.2f}' for x in b.round_busy)}"
-            )
-        every = all_samples(b)
-        outside, steal, walls = (sum(getattr(x, k) for x in every) for k in ("outside_cpu", "steal", "wall"))
-        if every and walls > 0:
-            print(
-                f"   CPU busy outside the measured command during the runs: {outside / walls:.2f} "
-                "cores on average (other processes, kernel write-back and I/O threads); "
-                f"stolen by the hypervisor: {steal / walls:.3f} cores"
-            )
+    every = all_samples(b)
+    outside, steal, walls = (sum(getattr(x, k) for x in every) for k in ("outside_cpu", "steal", "wall"))
+    if every and walls > 0:
+        print(
+            f"   CPU busy outside the measured command during the runs: {outside / walls:.2f} "
+            "cores on average (other processes, kernel write-back and I/O threads); "
+            f"stolen by the hypervisor: {steal / walls:.3f} cores"
+        )
+    for note in b.notes:
+        print(f"   note: {note}")
+    print()
+    print(full_table(b))
+    if b.resumes:
         print()
-        print(full_table(b))
-        if b.resumes:
-            print()
-            print(resume_table(b, args.resume_at))
-        print()
-        print("wall s of every run, in round order:")
-        print(per_run(b))
-    if startup:
-        print()
-        w = max(len(s.name) for s in startup)
-        print(f"{'start-up':<{w}} {'n':>3} {'median ms':>9} {'min ms':>7} {'max ms':>7}")
-        for s in startup:
-            print(
-                f"{s.name:<{w}} {len(s.walls):>3} {med(s.walls) * 1000:>9.1f} "
-                f"{min(s.walls) * 1000:>7.1f} {max(s.walls) * 1000:>7.1f}"
+        print(resume_table(b, args.resume_at))
+    print()
+    print("wall s of every run, in round order:")
+    print(per_run(b))
+
+
+def print_startup(startup: list[Startup]) -> None:
+    if not startup:
+        return
+    print()
+    w = max(len(s.name) for s in startup)
+    print(f"{'start-up':<{w}} {'n':>3} {'median ms':>9} {'min ms':>7} {'max ms':>7}")
+    for s in startup:
+        print(
+            f"{s.name:<{w}} {len(s.walls):>3} {med(s.walls) * 1000:>9.1f} "
+            f"{min(s.walls) * 1000:>7.1f} {max(s.walls) * 1000:>7.1f}"
+        )
+
+
+def block_json(b: Block) -> dict[str, Any]:
+    return {
+        "size": b.size,
+        "load_before": b.load_before,
+        "load_after": b.load_after,
+        "round_load": b.round_load,
+        "round_busy": b.round_busy,
+        "waited": b.waited,
+        "seconds": b.seconds,
+        "notes": b.notes,
+        "orders": b.orders,
+        "full": {
+            t.name: {
+                "command": t.command("SRC", "DST"),
+                "durable": t.durable,
+                "checkpoints": t.checkpoints,
+                "summary": stats(t.samples) if t.samples else None,
+                "samples": [asdict(s) for s in t.samples],
+            }
+            for t in b.tools
+        },
+        "resume": {
+            r.name: {
+                "command": r.argv,
+                "how": r.how,
+                "present": r.started_at,
+                "durable": r.durable,
+                "skipped": r.skipped,
+                "summary": stats(r.samples) if r.samples else None,
+                "samples": [asdict(s) for s in r.samples],
+            }
+            for r in b.resumes
+        },
+    }
+
+
+def write_json(
+    path: str,
+    args: argparse.Namespace,
+    desc: dict[str, Any],
+    timer: str | None,
+    blocks: list[Block],
+    startup: list[Startup],
+    verdict: list[Verdict],
+) -> None:
+    with open(path, "w") as fh:
+        json.dump(
+            {
+                "argv": sys.argv,
+                "runs": args.runs,
+                "drop_caches": args.drop_caches,
+                "rss_via": timer or "os.wait4 (floored at the bench's own peak RSS)",
+                "machine": desc,
+                "blocks": [block_json(b) for b in blocks],
+                "startup": {s.name: s.walls for s in startup},
+                "targets": [asdict(v) for v in verdict],
+            },
+            fh,
+            indent=2,
+        )
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the finally blocks: children killed, temp dir removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Each size's tables are printed (and --json rewritten) as soon as that size is done."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    onward = onward_command()
+    timer = None if args.no_gnu_time else gnu_time()
+    desc = machine(args.dir)
+    started = time.time()
+    notes: list[str] = []
+    work = tempfile.mkdtemp(prefix="onward-bench-", dir=args.dir)
+    blocks: list[Block] = []
+    startup: list[Startup] = []
+    try:
+        proto = make_tools(args.tools, onward)
+        absent = {t.key: m for t in proto if (m := missing(t)) is not None}
+        if absent and not args.skip_missing:
+            raise SystemExit(
+                "not installed: " + ", ".join(sorted(set(absent.values()))) + " (install, or --skip-missing)"
             )
+        for key, exe in absent.items():
+            notes.append(f"skipped {key}: {exe} is not installed")
+        keys = [k for k in args.tools if k not in absent]
+        repo = os.path.dirname(HERE)
+        if args.snapshot:
+            fingerprint = snapshot(repo, work)
+            notes.append(f"onward rows run a copy of src/onward taken at the start (sha256 {fingerprint})")
+        desc.update(code=describe_code(repo), notes=notes)
+        print_header(args, argv, desc, onward, timer)
+        for size in args.sizes:
+            here = list(keys)
+            skipped = []
+            if "recipe" in here and args.recipe_max_size is not None and size > args.recipe_max_size:
+                here.remove("recipe")
+                skipped.append(
+                    f"recipe not run at this size (--recipe-max-size {fmt_size(args.recipe_max_size)})"
+                )
+            recipe_runs = None if args.recipe_bytes is None else max(1, args.recipe_bytes // size)
+            tools = make_tools(here, onward, recipe_runs)
+            tools += [ref_tool(ref, repo, work) for ref in args.onward_ref]
+            if args.ablate:
+                tools += ablated_tools()
+            tools += [variant_tool(onward, v) for v in args.onward_variant]
+            resumes = [] if args.no_resume else make_resumes(here, onward)
+            block = run_block(size, tools, resumes, args, timer, os.path.join(work, "data"), say)
+            block.notes += skipped
+            blocks.append(block)
+            print_block(block, args)
+            sys.stdout.flush()
+            if args.json:
+                write_json(args.json, args, desc, timer, blocks, startup, [])
+        if args.startup_reps > 0:
+            say(f"start-up: {args.startup_reps} x 3 commands")
+            startup = measure_startup(onward, args.startup_reps)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print_startup(startup)
     verdict = verdicts(blocks, startup)
     print()
     print("targets of issue 4, from this run's numbers:")
     for v in verdict:
         print(f"  [{v.status:>4}] {v.target}: {v.detail}")
     print(f"\ntotal bench time {time.time() - started:.1f} s")
-
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {
-                    "argv": sys.argv,
-                    "runs": args.runs,
-                    "drop_caches": args.drop_caches,
-                    "rss_via": timer or "os.wait4 (floored at the bench's own peak RSS)",
-                    "machine": desc,
-                    "notes": notes,
-                    "blocks": [
-                        {
-                            "size": b.size,
-                            "load_before": b.load_before,
-                            "load_after": b.load_after,
-                            "round_load": b.round_load,
-                            "round_busy": b.round_busy,
-                            "waited": b.waited,
-                            "seconds": b.seconds,
-                            "full": {
-                                t.name: {
-                                    "command": t.command("SRC", "DST"),
-                                    "durable": t.durable,
-                                    "checkpoints": t.checkpoints,
-                                    "summary": stats(t.samples) if t.samples else None,
-                                    "samples": [asdict(s) for s in t.samples],
-                                }
-                                for t in b.tools
-                            },
-                            "resume": {
-                                r.name: {
-                                    "command": r.argv,
-                                    "how": r.how,
-                                    "present": r.started_at,
-                                    "durable": r.durable,
-                                    "skipped": r.skipped,
-                                    "summary": stats(r.samples) if r.samples else None,
-                                    "samples": [asdict(s) for s in r.samples],
-                                }
-                                for r in b.resumes
-                            },
-                        }
-                        for b in blocks
-                    ],
-                    "startup": {s.name: s.walls for s in startup},
-                    "targets": [asdict(v) for v in verdict],
-                },
-                fh,
-                indent=2,
-            )
+        write_json(args.json, args, desc, timer, blocks, startup, verdict)
     return 0
 
 

@@ -99,11 +99,19 @@ def cpu_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+SYNC = True  # --smoke: no sync between runs (it flushes the whole machine; timings do not count)
+
+
+def settle() -> None:
+    if SYNC:
+        subprocess.run(["sync"], check=True)
+
+
 def clear(dst: Path) -> None:
     for path in (dst, Path(str(dst) + PARTIAL), Path(str(dst) + JOURNAL)):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    subprocess.run(["sync"], check=True)
+    settle()
 
 
 def timed(
@@ -141,7 +149,7 @@ def resume_trial(
     proc.wait(timeout=60)
     killed = proc.returncode == -signal.SIGKILL
     killed_at = seen / size if size else 1.0
-    subprocess.run(["sync"], check=True)
+    settle()
     wall, cpu, rss, done = timed([*onward, "copy", "--json", url, str(dst)], rss_file)
     if done.returncode != 0:
         raise SystemExit(f"resume failed: {done.stderr}")
@@ -165,7 +173,8 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="4 MiB, 1 round: checks the bench runs")
     args = parser.parse_args()
     if args.smoke:
-        args.size, args.runs = 4 * MiB, 1
+        global SYNC
+        args.size, args.runs, SYNC = 4 * MiB, 1, False
     if nginx_binary() is None:
         print("http_bench: nginx is not installed (scripts/test installs it); nothing measured")
         return 0 if args.smoke else 1

@@ -257,7 +257,7 @@ def test_sigkill_at_random_moments_then_resume_gives_an_identical_tree(tmp_path:
     work = min(works)
     killed = mid_copy = sequence = 0
     while killed < 30:
-        assert sequence < 30, f"only {killed} kills in {sequence} sequences (seed {SEED})"
+        assert sequence < 40, f"only {killed} kills in {sequence} sequences (seed {SEED})"
         out = tmp_path / f"out{sequence}"
         sequence += 1
         for _ in range(5):
@@ -274,7 +274,7 @@ def test_sigkill_at_random_moments_then_resume_gives_an_identical_tree(tmp_path:
         assert proc.returncode == 0, f"seed {SEED}, sequence {sequence}: {proc.stderr}"
         assert_copied(src, out / "src")
     print(f"seed {SEED}: {killed} kills in {sequence} sequences, {mid_copy} of them mid-copy")
-    assert mid_copy >= 15, f"only {mid_copy} kills landed mid-copy (seed {SEED})"
+    assert mid_copy >= 10, f"only {mid_copy} of {killed} kills landed mid-copy (seed {SEED})"
 
 
 def kill_in_big_file(src: Path, out: Path, sig: int = signal.SIGKILL) -> subprocess.Popen[bytes]:

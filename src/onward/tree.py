@@ -177,6 +177,7 @@ def prepare_roots(src: str, src_root: str, dst: str, dst_root: str) -> None:
             os.mkdir(directory, 0o700 if directory == dst_root else 0o777)
         except OSError as exc:
             raise from_oserror(exc, directory, "cannot create directory", source=False) from None
+        fsync_dir(directory, "creating the destination directory")
 
 
 class TreeCopy:
@@ -302,8 +303,14 @@ class TreeCopy:
         with contextlib.suppress(OSError, ValueError):
             self.name_max = os.pathconf(self.dst_root, "PC_NAME_MAX")
         loaded = self.load_journal()
-        source = scan_source(self.src_root, follow=self.follow, avoid=self.avoid())
-        dest = scan_destination(self.dst_root, source)
+        try:
+            source = scan_source(self.src_root, follow=self.follow, avoid=self.avoid())
+        except OSError as exc:  # the root itself, gone or changed since it was checked
+            raise from_oserror(exc, self.src_root, "cannot read source", source=True) from None
+        try:
+            dest = scan_destination(self.dst_root, source)
+        except OSError as exc:
+            raise from_oserror(exc, self.dst_root, "cannot read destination", source=False) from None
         plan = plan_tree(
             source,
             dest,
@@ -416,8 +423,12 @@ class TreeCopy:
         for rel in plan.removals:
             self.remove(rel, rel in plan.deleted)
         for rel in plan.stale:
-            if remove_working_files(self.dst(rel)):
-                self.touched.add(parent(rel))
+            try:
+                if remove_working_files(self.dst(rel)):
+                    self.touched.add(parent(rel))
+            except OSError as exc:
+                where = display(partial_path(self.dst(rel)))
+                self.fail(self.dst(rel), f"{where}: {cause(exc, 'cannot remove an unfinished copy')}", rel)
         self.unlock_dirs(plan)
         for rel in plan.mkdirs:
             if self.below_failed(rel):
@@ -431,6 +442,9 @@ class TreeCopy:
                 )
                 continue
             self.dirs_made += 1
+        made = {self.dst(parent(rel)) for rel in plan.mkdirs if rel not in self.failed_dirs}
+        # New directories are durable in their parents before anything in them can be marked done.
+        self.syncer.flush_dirs(sorted(d for d in made if os.path.isdir(d)), "making directories")
         for rel, mode in plan.modes:
             try:
                 os.chmod(self.dst(rel), mode)
@@ -535,7 +549,11 @@ class TreeCopy:
                 )
                 return
             self.notice(display(self.dst(rel)), "hard links are not possible here; copied as a separate file")
-            size = os.stat(self.src(rel)).st_size
+            try:
+                size = os.stat(self.src(rel)).st_size
+            except OSError as error:
+                self.fail(self.src(rel), f"{display(self.src(rel))}: {cause(error, 'cannot read')}", rel)
+                return
             self.copy(CopyFile(rel, size, "new", size <= self.opts.chunk_size))
             self.commit()
             return

@@ -427,9 +427,19 @@ def test_real_disk_full_cuts_a_journal_append_short_then_resumes(
     src = tmp_path / "src.bin"
     data = faultlib.random_bytes(size, "journal-page")
     src.write_bytes(data)
+    # The header's length (paths in it) decides where the second page starts: measure it on a
+    # copy that fails at once (one free page: the journal's), same path lengths as below.
+    probe = faultlib.make_dest(tmpfs / "p0001")
+    filler = fill(tmpfs, PAGE)
+    faultlib.run_cli(faultlib.copy_args(src, probe, flags), cwd=tmp_path)
+    header = probe.journal.stat().st_size
+    filler.unlink()
+    shutil.rmtree(probe.dir)
+    record = 37  # length u32, kind u8, (index u64, length u32, digest 16), crc u32
+    cut = (PAGE - header) // record + 2  # pages: the partial's by then and the journal's first
     torn = 0
-    for pages in range(94, 108) if faultlib.LONG else range(98, 103):
-        dest = faultlib.make_dest(tmpfs / f"pages-{pages}")
+    for pages in range(cut - 6, cut + 7) if faultlib.LONG else range(cut - 1, cut + 2):
+        dest = faultlib.make_dest(tmpfs / f"p{pages:04d}")
         filler = fill(tmpfs, pages * PAGE)
         run = faultlib.run_cli(faultlib.copy_args(src, dest, flags), cwd=tmp_path)
         faultlib.count("real ENOSPC points (tmpfs)")

@@ -182,7 +182,7 @@ class TreeBar(Subscriber):
             name,
             total=event.bytes or 1,
             completed=event.bytes_done,
-            files=f"{event.files_done}/{event.files}",
+            files=f"{event.files_done}/{event.files} files",
         )
 
     def on_tree_progress(self, event: TreeProgress) -> None:

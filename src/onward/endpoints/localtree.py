@@ -12,12 +12,9 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import stat
 from collections.abc import Iterator, Set
 from operator import attrgetter
-
-import xxhash
 
 from ..core.journal import DecodeError, decode
 from ..core.tree import Artefacts, DestTree, Kind, Node, SourceTree
@@ -122,9 +119,12 @@ def scan_source(root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozen
             tree.problems.append((rel, cause(exc, "cannot list directory")))
             continue
         subdirs = []
+        prefix = f"{rel}/" if rel else ""
+        entries = tree.entries
         for item in items:
-            sub = f"{rel}/{item.name}" if rel else item.name
-            if working_base(item.name) is not None:
+            name = item.name
+            sub = prefix + name
+            if ".onward-" in name and working_base(name) is not None:
                 tree.skipped.append((sub, "is an onward working file (partial or journal); not copied"))
                 continue
             try:
@@ -139,11 +139,14 @@ def scan_source(root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozen
                         continue
                 else:
                     st = item.stat(follow_symlinks=False)
-                target = os.readlink(item.path) if stat.S_ISLNK(st.st_mode) else None
+                target = os.readlink(item.path) if (st.st_mode & 0o170000) == stat.S_IFLNK else None
             except OSError as exc:
                 tree.problems.append((sub, cause(exc, "cannot read")))
                 continue
             node = node_of(st, target)
+            if node.kind is Kind.FILE:
+                entries[sub] = node
+                continue
             if node.kind is Kind.DIR:
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
@@ -157,7 +160,7 @@ def scan_source(root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozen
                     tree.problems.append((sub, "leads into the destination of this copy; not followed"))
                     continue
                 subdirs.append((sub, item.path, (*ancestors, key)))
-            tree.entries[sub] = node
+            entries[sub] = node
         stack.extend(reversed(subdirs))
     return tree
 
@@ -175,7 +178,8 @@ def scan_destination(root: str, source: SourceTree) -> DestTree:
     """What the destination holds in the directories that mirror the source's, and onward's
     working files there. Entries only in the destination are listed, not descended into."""
     dest = DestTree(node_of(os.stat(root)), {})
-    directories = [""] + [p for p, n in source.entries.items() if n.kind is Kind.DIR]
+    entries, found_entries = source.entries, dest.entries
+    directories = [""] + [p for p, n in entries.items() if n.kind is Kind.DIR]
     for rel in directories:
         if rel:
             found = dest.entries.get(rel)
@@ -189,22 +193,25 @@ def scan_destination(root: str, source: SourceTree) -> DestTree:
             continue  # copying into it will fail with a clear message of its own
         dest.listed.add(rel)
         working: dict[str, list[os.DirEntry[str]]] = {}
+        prefix = f"{rel}/" if rel else ""
         for item in items:
-            if not rel and item.name in (TREE_JOURNAL, TREE_JOURNAL + ".tmp"):
-                continue
-            sub = f"{rel}/{item.name}" if rel else item.name
-            base = working_base(item.name)
-            if base is not None:
-                working.setdefault(f"{rel}/{base}" if rel else base, []).append(item)
-                continue
+            name = item.name
+            if ".onward-" in name:
+                if not rel and name in (TREE_JOURNAL, TREE_JOURNAL + ".tmp"):
+                    continue
+                base = working_base(name)
+                if base is not None:
+                    working.setdefault(prefix + base, []).append(item)
+                    continue
+            sub = prefix + name
             try:
                 st = item.stat(follow_symlinks=False)
                 target = None
-                if stat.S_ISLNK(st.st_mode) and sub in source.entries:
+                if (st.st_mode & 0o170000) == stat.S_IFLNK and sub in entries:
                     target = os.readlink(item.path)
             except OSError:
                 continue  # vanished meanwhile
-            dest.entries[sub] = node_of(st, target)
+            found_entries[sub] = node_of(st, target)
         for base, files in working.items():
             partial, journal = None, None
             for item in files:  # a journal's .tmp alone counts for nothing: it is always rewritten
@@ -259,6 +266,8 @@ def remove_entry(path: str) -> None:
     """Remove a file, a symlink or a whole directory (``--delete``)."""
     st = os.lstat(path)
     if stat.S_ISDIR(st.st_mode):
+        import shutil
+
         shutil.rmtree(path)
     else:
         os.unlink(path)
@@ -266,19 +275,19 @@ def remove_entry(path: str) -> None:
 
 def remove_working_files(destination: str) -> bool:
     """Remove the partial and journal beside ``destination``; False (nothing removed) when
-    another onward holds the partial's lock, i.e. is copying to it right now."""
+    another onward holds the partial's lock, i.e. is copying to it right now. Raises
+    ``OSError`` when one cannot be removed."""
     partial = partial_path(destination)
     fd = -1
     try:
-        with contextlib.suppress(OSError):
-            st = os.lstat(partial)
-            if stat.S_ISREG(st.st_mode):
+        try:
+            if stat.S_ISREG(os.lstat(partial).st_mode):
                 fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return False
-    try:
+        except BlockingIOError:
+            return False
+        except FileNotFoundError:
+            pass
         for path in (partial, destination + JOURNAL_SUFFIX, destination + JOURNAL_SUFFIX + ".tmp"):
             _drop(path)
     finally:
@@ -302,6 +311,8 @@ def _chunks(path: str) -> Iterator[bytes]:
 
 def same_bytes(a: str, b: str) -> bool:
     """Whether two files hold the same bytes (read in full; ``--verify full`` of done files)."""
+    import xxhash
+
     if os.stat(a).st_size != os.stat(b).st_size:
         return False
     ha, hb = xxhash.xxh3_128(), xxhash.xxh3_128()
