@@ -5,9 +5,9 @@ After every checkpoint's ``fdatasync`` onward reads the chunks it just wrote bac
 checks their digests. By default that read is served by the page cache; with
 ``LocalSink.uncached_readback`` (on for ``--verify full``) the sink first drops the
 partial's clean pages (``posix_fadvise(POSIX_FADV_DONTNEED)``), so the read comes from
-the device (docs/CRASH-TESTING.md). This measures both, for the default verification and
-for ``--verify full``, on one source file, cold cache before every run, configurations
-interleaved round by round::
+the device (docs/RELIABILITY.md, "Verification and the page cache"). This measures both,
+for the default verification and for ``--verify full``, on one source file, cold cache
+before every run, configurations interleaved round by round::
 
     python bench/readback_cost.py [--size 1G] [--rounds 7] [--dir DIR]
 
