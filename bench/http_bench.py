@@ -184,10 +184,16 @@ def main() -> int:
         Tool("curl", ["curl", "-s", "-S", "-o", "{dst}", "{url}"]),
         Tool("curl && sync", ["sh", "-c", 'curl -s -S -o "$1" "$2" && sync', "sh", "{dst}", "{url}"]),
         Tool("onward", [*onward, "copy", "{url}", "{dst}"], anchor="curl"),
+        # Durable too, without reading every chunk back from the disk (curl reads nothing back).
+        Tool("onward --verify none", [*onward, "copy", "--verify", "none", "{url}", "{dst}"], anchor="curl"),
         Tool(f"aria2c -x{n} -s{n}", ["aria2c", "-q", f"-x{n}", f"-s{n}", *ARIA2_OUT, "{url}"]),
         Tool(f"onward --connections {n}", [*onward, "copy", "--connections", str(n), "{url}", "{dst}"]),
+        Tool(
+            f"onward --connections {n} --verify none",
+            [*onward, "copy", "--connections", str(n), "--verify", "none", "{url}", "{dst}"],
+        ),
     ]
-    tools[-1].anchor = tools[-2].name
+    tools[-1].anchor = tools[-2].anchor = tools[-3].name
     missing = [t.name for t in tools if shutil.which(t.argv[0]) is None and not Path(t.argv[0]).exists()]
     tools = [t for t in tools if t.name not in missing]
     rss_ok = os.access(GNU_TIME, os.X_OK)
@@ -247,7 +253,7 @@ def report(
         print(f"not installed, skipped: {', '.join(missing)}")
     if not rss_ok:
         print("peak RSS not measured (no /usr/bin/time)")
-    head = f"{'tool':28} {'wall s':>7} {'min-max s':>12} {'MiB/s':>7} {'CPU s':>6} {'RSS MiB':>8}  ratio"
+    head = f"{'tool':38} {'wall s':>7} {'min-max s':>12} {'MiB/s':>7} {'CPU s':>6} {'RSS MiB':>8}  ratio"
     print(head)
     print("-" * len(head))
     walls = {t.name: median([s["wall"] for s in t.samples]) for t in tools}
@@ -259,13 +265,13 @@ def report(
         if tool.name.startswith("onward") and "curl && sync" in walls and tool.anchor == "curl":
             ratio += f", {walls[tool.name] / walls['curl && sync']:.2f} x curl && sync"
         print(
-            f"{tool.name:28} {median(w):7.3f} {min(w):5.2f}-{max(w):<6.2f} {size_mib / median(w):7.0f} "
+            f"{tool.name:38} {median(w):7.3f} {min(w):5.2f}-{max(w):<6.2f} {size_mib / median(w):7.0f} "
             f"{median([s['cpu'] for s in tool.samples]):6.2f} "
             f"{median([s['rss_mib'] for s in tool.samples]):8.1f}  {ratio}"
         )
     print("wall time of every run, in round order:")
     for tool in tools:
-        print(f"  {tool.name:26} " + " ".join(f"{s['wall']:.2f}" for s in tool.samples))
+        print(f"  {tool.name:36} " + " ".join(f"{s['wall']:.2f}" for s in tool.samples))
     if trials and not all(t.killed for t in trials):
         print("resume: the copy finished before the kill (file too small to catch mid-way)")
     elif trials:

@@ -3,7 +3,8 @@
 
 Usage::
 
-    python bench/onward_ablated.py --off=writeback copy SRC DST   # no sync_file_range after writes
+    python bench/onward_ablated.py --off=source-direct copy SRC DST  # source read through the cache
+    python bench/onward_ablated.py --off=sink-direct copy SRC DST    # partial written through the cache
     python bench/onward_ablated.py --off=readahead copy SRC DST   # one buffer: read+hash, then write
 
 It patches module attributes of the onward it imports (whatever ``PYTHONPATH``
@@ -19,11 +20,13 @@ import sys
 
 # name -> (module, attribute, replacement)
 PATCHES: dict[str, tuple[str, str, object]] = {
-    # LocalSink.write starts write-back of each chunk with sync_file_range(WRITE).
-    "writeback": ("onward.endpoints.local", "_start_writeback", lambda fd, offset, length: None),
     # Readahead depth 1: the reader thread cannot read (and hash) the next chunk while
     # the engine writes this one, so reading, hashing and writing take turns.
     "readahead": ("onward.engine", "READAHEAD", 1),
+    # Read the source through the page cache instead of with O_DIRECT.
+    "source-direct": ("onward.endpoints.local", "SOURCE_DIRECT", False),
+    # Write and read back the partial through the page cache (read-back after dropping it).
+    "sink-direct": ("onward.endpoints.local", "SINK_DIRECT", False),
 }
 
 

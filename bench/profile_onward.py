@@ -3,7 +3,7 @@
 
 Usage::
 
-    python bench/profile_onward.py [--drop-caches] [--off=writeback|readahead] -- copy SRC DST
+    python bench/profile_onward.py [--drop-caches] [--off=source-direct|sink-direct|readahead] -- copy SRC DST
 
 It runs the onward CLI in this process with the few calls that move data
 wrapped in timers: ``os.preadv`` (source reads and read-backs), ``os.pwrite``,
@@ -62,24 +62,17 @@ def _returned(out: Any, args: tuple[Any, ...]) -> int:
     return int(out)
 
 
-def _length_arg(out: Any, args: tuple[Any, ...]) -> int:
-    return int(args[2])
-
-
 def _view_arg(out: Any, args: tuple[Any, ...]) -> int:
     return len(args[0])
 
 
 def install() -> None:
-    import onward.endpoints.local as local
     import onward.engine as engine
 
     os.preadv = timed("preadv", os.preadv, _returned)
     os.pwrite = timed("pwrite", os.pwrite, _returned)
     os.fdatasync = timed("fdatasync", os.fdatasync, _no_bytes)
     os.fsync = timed("fsync", os.fsync, _no_bytes)
-    if hasattr(local, "_start_writeback"):
-        local._start_writeback = timed("sync_file_range", local._start_writeback, _length_arg)
     engine.digest = timed("digest", engine.digest, _view_arg)
 
 

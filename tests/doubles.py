@@ -62,6 +62,7 @@ class MemorySink:
     fail_sync: bool = False
     on_write: Callable[[int], None] = lambda offset: None
     promoted_with: tuple[int | None, tuple[int, int] | None] | None = None
+    can_read_back: bool = True
 
     def present(self) -> int | None:
         return None if self.partial is None else len(self.partial)

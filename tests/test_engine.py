@@ -179,17 +179,37 @@ def test_full_verification_finds_damage_to_an_already_checked_chunk() -> None:
     assert any(isinstance(e, Notice) and "verification found 1 damaged" in e.message for e in events)
 
 
-def test_chunks_from_an_earlier_run_are_read_back_before_promotion() -> None:
+def resumed_with_damage_in_chunk_0(verify: str) -> tuple[bytes, MemorySink, list[Event], list[int]]:
+    """8 chunks, 5 of them committed by an earlier run, chunk 0 of the partial damaged since;
+    resume with ``verify``: (data, sink, events, offsets the resume read back from the sink)."""
     data = os.urandom(8 * CHUNK)
-    source, sink, journal, events, transfer = make(data)
+    source, sink, journal, events, transfer = make(data, verify=verify)
     transfer.start_fresh(source.identity())
     sink.write(0, memoryview(data[: 5 * CHUNK]))
     journal.append(encode_chunks(records_of(data, range(5))))
     assert sink.partial is not None
     sink.partial[3] ^= 0xFF  # chunk 0: not among the last 4 chunks a resume re-checks at once
+    reads: list[int] = []
+    read_into = sink.read_into
+    sink.read_into = lambda offset, buf: (reads.append(offset), read_into(offset, buf))[1]  # type: ignore[method-assign]
     Transfer(source, sink, journal, transfer.opts, [events.append]).run()
+    return data, sink, events, reads
+
+
+def test_a_resume_rereads_a_bounded_tail_of_earlier_chunks_not_the_prefix() -> None:
+    """What an earlier run wrote was read back after its sync; a resume re-checks the last
+    ``recheck_chunks`` of it and reads back only what it writes itself (issue 4: the cost of a
+    resume follows the remaining bytes)."""
+    _, _, _, reads = resumed_with_damage_in_chunk_0("fast")
+    earlier = sorted({offset // CHUNK for offset in reads if offset < 5 * CHUNK})
+    assert earlier == [1, 2, 3, 4], reads
+    assert sorted({offset // CHUNK for offset in reads if offset >= 5 * CHUNK}) == [5, 6, 7]
+
+
+def test_full_verification_rereads_chunks_from_an_earlier_run() -> None:
+    data, sink, events, _ = resumed_with_damage_in_chunk_0("full")
     assert sink.final == data
-    assert any(isinstance(e, Notice) and "verification found 1 damaged" in e.message for e in events)
+    assert any(isinstance(e, Notice) and "damaged" in e.message for e in events)
 
 
 def records_of(data: bytes, indexes: range) -> list[ChunkRecord]:

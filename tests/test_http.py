@@ -324,10 +324,10 @@ def test_sigkill_mid_download_then_resume(nginx: Nginx, site: Path, tmp_path: Pa
     spans = [tuple(map(int, line.split('range="bytes=')[1].split('"')[0].split("-"))) for line in resumed]
     if connections == 1:  # one request to the end, from the first byte not yet durable
         assert spans == [(result["resumed_from"], SIZE - 1)]
-    else:  # one request per chunk, on several connections at once
-        assert spans and all(b - a + 1 == CHUNK and a % CHUNK == 0 for a, b in spans), spans
-        assert len(spans) == (SIZE - result["resumed_from"]) // CHUNK
-        assert len({line.split()[0] for line in log}) >= 3  # $connection: distinct connections
+    else:  # open-ended requests from chunk boundaries, each read on for a run of chunks
+        assert spans and all(b == SIZE - 1 and a % CHUNK == 0 for a, b in spans), spans
+        assert len(spans) <= (SIZE - result["resumed_from"]) // CHUNK  # never one chunk twice
+        assert len({line.split()[0] for line in resumed}) >= 3  # $connection: distinct connections
 
 
 @needs_nginx

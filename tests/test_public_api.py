@@ -26,7 +26,7 @@ def test_all_is_exactly_the_public_surface() -> None:
         assert hasattr(onward, name), name
     public = {n for n in vars(onward) if not n.startswith("_")} - {
         "api", "cli", "core", "endpoints", "engine", "errors", "events", "options", "readahead",
-        "status", "units", "checksum", "download", "tree", "treestatus",
+        "status", "units", "checksum", "download", "tree", "treestatus", "server", "upload",
     }  # fmt: skip
     assert public <= EXPECTED
 
@@ -94,3 +94,12 @@ def test_find_and_remove_unfinished(tmp_path: Path) -> None:
     onward.remove_unfinished(item)
     assert onward.find_unfinished(str(tmp_path)) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.bin"]
+
+
+def test_copy_to_an_upload_url_that_is_malformed_is_a_usage_error(tmp_path: Path) -> None:
+    """``onward.copy(FILE, "tus+https://...")`` is an upload (docs/UPLOAD.md); bad URLs say why."""
+    (tmp_path / "a").write_bytes(b"x")
+    with pytest.raises(onward.UsageError, match="no host name"):
+        onward.copy(tmp_path / "a", "tus+https://")
+    with pytest.raises(onward.UsageError, match="tus\\+http"):
+        onward.copy(tmp_path / "a", "https://example.invalid/files/")

@@ -349,6 +349,36 @@ def test_status_and_clean_see_one_tree(tmp_path: Path) -> None:
     assert_copied(src, out / "src")
 
 
+def test_status_and_clean_show_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A tree and a lone partial whose names are not UTF-8, listed with stdout in strict UTF-8
+    (as in any UTF-8 locale other than C): text shows the bytes as \\xNN, JSON as surrogate
+    escapes that give the exact bytes back; nothing crashes."""
+    src, out = tmp_path / os.fsdecode(b"src\xff"), tmp_path / "out"
+    make_tree(src, big=8 * MiB, small=6)
+    kill_in_big_file(src, out)
+    with open(os.fsencode(out) + b"/lone\xfe.onward-partial", "wb") as fh:
+        fh.write(b"orphan")
+    strict = ["env", "PYTHONIOENCODING=utf-8", "LC_ALL=C.UTF-8"]
+    human = cli("status", out, prefix=strict)
+    assert human.returncode == 0 and "Traceback" not in human.stderr, human.stderr
+    lines = human.stdout.splitlines()
+    assert len(lines) == 3, human.stdout
+    assert f"{tmp_path}/src\\xff -> {out}/src\\xff" in lines[1] and "files)" in lines[1]
+    assert f"{out}/lone\\xfe  (partial without a journal)" in lines[2]
+    listed = cli("status", "--json", out, prefix=strict)
+    assert listed.returncode == 0, listed.stderr
+    entries = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(os.fsencode(e["destination"]), e["tree"]) for e in entries] == [
+        (os.fsencode(out) + b"/src\xff", True),
+        (os.fsencode(out) + b"/lone\xfe", False),
+    ]
+    assert os.fsencode(entries[0]["source"]) == os.fsencode(src)
+    cleaned = cli("clean", "--yes", out, prefix=strict)
+    assert cleaned.returncode == 0 and "Traceback" not in cleaned.stderr, cleaned.stderr
+    assert f"to {out}/src\\xff (" in cleaned.stdout and f"to {out}/lone\\xfe (" in cleaned.stdout
+    assert working_files(out) == []
+
+
 # -- the source changes between runs ---------------------------------------------------------
 
 

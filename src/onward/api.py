@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from .checksum import final_check
-from .core.http import looks_like_url, parse_checksum
+from .core.http import looks_like_url, parse_checksum, redact_url
 from .endpoints.local import LocalJournal, LocalSink, LocalSource
 from .engine import Transfer
-from .errors import DestinationError, SourceError
+from .errors import DestinationError, SourceError, UsageError
 from .events import CopyResult, Listener
 from .options import Options
 
@@ -40,7 +40,8 @@ def resolve_destination(src: str, dst: str) -> str:
 
 def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **options: Any) -> CopyResult:
     """Copy the file ``src`` (a path, or an http:// or https:// URL to download) to ``dst``
-    (a file path or an existing directory), resuming
+    (a file path, an existing directory, or a tus+http(s):// or ietf+http(s):// URL to
+    upload to), resuming
     any unfinished copy to the same place. Options are the fields of ``Options``;
     ``listeners`` are ``Subscriber`` objects or callables that receive every event.
     Raises an ``OnwardError`` subclass on failure; ``Interrupted`` on Ctrl-C.
@@ -51,6 +52,17 @@ def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **op
         raise SourceError("source path is empty")
     if not dst_path:
         raise DestinationError("destination path is empty")
+    if looks_like_url(dst_path):
+        from .core.upload import is_upload_url  # here: local copies need not import it
+
+        if is_upload_url(dst_path):  # tus+http(s):// or ietf+http(s)://: a resumable upload
+            from .upload import upload
+
+            return upload(src_path, dst_path, opts, listeners)
+        raise UsageError(
+            f"{redact_url(dst_path) if dst_path.lower().startswith('http') else dst_path}: onward uploads "
+            "to tus+http(s):// (tus 1.0.0) or ietf+http(s):// (the IETF draft) URLs, not to other URLs"
+        )
     if looks_like_url(src_path):  # http(s)://: a download (other schemes are refused there)
         from .download import download
 
@@ -60,7 +72,6 @@ def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **op
     try:
         refuse_unsafe_target(source, target)
         sink = LocalSink.open(target)
-        sink.uncached_readback = opts.verify == "full"  # read back from the device, not the cache
     except BaseException:
         source.close()
         raise

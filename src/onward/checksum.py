@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .core.http import Expected
+from .endpoints.direct import aligned_buffer
 from .errors import IntegrityError
 
 __all__ = ["FinalCheck", "check_digests", "final_check"]
@@ -29,7 +30,7 @@ def check_digests(
     import hashlib  # here, not at start-up: most copies check no whole-file digest
 
     hashers = {e.algorithm: hashlib.new(e.algorithm) for e in expected}
-    buf = memoryview(bytearray(BLOCK))
+    buf = aligned_buffer(BLOCK)
     offset = 0
     while offset < size:
         view = buf[: min(BLOCK, size - offset)]

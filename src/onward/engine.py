@@ -21,6 +21,7 @@ from .core.lifecycle import Lifecycle, State, Step
 from .core.plan import ChunkRecord, Plan, without
 from .core.retry import Backoff
 from .endpoints import JournalStore, Sink, Source
+from .endpoints.direct import aligned_buffer
 from .errors import (
     DestinationError,
     DurabilityError,
@@ -69,9 +70,8 @@ class Transfer:
         self.header: Header | None = None
         self.committed: dict[int, ChunkRecord] = {}
         self.pending: list[ChunkRecord] = []  # written, not yet synced and journaled
-        self.verified: set[int] = set()  # chunks read back intact after their sync in this run
         self.copied = 0
-        self.buf = memoryview(bytearray(options.chunk_size))
+        self.buf = aligned_buffer(options.chunk_size)
 
     # -- reporting -----------------------------------------------------------
 
@@ -259,7 +259,9 @@ class Transfer:
         if not matches(self.header_or_fail().identity, current):
             self.rebase(current, "the source changed since the last run")
             return
-        if self.opts.verify == "full":
+        if not self.sink.can_read_back:  # a remote sink: nothing to read back (docs/UPLOAD.md)
+            bad: list[int] = []
+        elif self.opts.verify == "full":
             bad = self.check(self.source.read_into, self.records(committed))
             bad += self.check(self.sink.read_into, self.records(set(committed) - set(bad)))
         else:
@@ -354,20 +356,22 @@ class Transfer:
     def checkpoint(self) -> None:
         """Sync the data, read it back, then journal the chunks that read back intact.
 
-        The read-back is the end-to-end check of every chunk this run writes; the
-        final verification then only re-reads chunks committed by earlier runs.
+        The read-back (from the device: the sink bypasses the page cache) is the end-to-end
+        check of every chunk, made once, by the run that writes it; so neither a resume nor
+        the final verification re-reads the chunks of earlier runs (``--verify full`` does).
+        ``--verify none`` skips it: durable, but unchecked.
         """
         if not self.pending:
             return
         self.sink.sync()
-        bad = set(self.check(self.sink.read_into, self.pending))
+        unread = self.opts.verify == "none" or not self.sink.can_read_back  # remote: docs/UPLOAD.md
+        bad = set() if unread else set(self.check(self.sink.read_into, self.pending))
         good = [r for r in self.pending if r.index not in bad]
         if bad:
             self.notice(f"{len(bad)} chunk(s) read back wrong after writing; copying them again")
         if good:
             self.journal.append(encode_chunks(good))
             self.committed.update((r.index, r) for r in good)
-            self.verified.update(r.index for r in good)
         # Cleared only once journaled: a Ctrl-C before this point leaves them to salvage()
         # (a record appended twice is harmless, the later one replaces the earlier).
         self.pending.clear()
@@ -388,11 +392,10 @@ class Transfer:
             return False
         self.sink.truncate(self.plan.total_size)
         everything = self.records(self.committed)
-        if self.opts.verify == "full":
+        bad: list[int] = []  # every chunk was read back after its sync, by the run that wrote it
+        if self.opts.verify == "full" and self.sink.can_read_back:
             bad = self.check(self.source.read_into, everything)
             bad = sorted(set(bad) | set(self.check(self.sink.read_into, everything)))
-        else:  # what this run wrote was read back at its checkpoint; the rest is from earlier runs
-            bad = self.check(self.sink.read_into, [r for r in everything if r.index not in self.verified])
         if bad:
             self.notice(f"verification found {len(bad)} damaged chunk(s); copying them again")
             self.committed = without(self.committed, bad)

@@ -4,18 +4,22 @@ Reading (a system call that releases the GIL) and hashing overlap with the
 engine's writes and syncs; that overlap is what brings a Python copy level
 with ``cp`` (docs/PERFORMANCE.md). Buffers come from a fixed pool, so memory
 stays bounded whatever the file size. One worker reads in order; several
-workers (for endpoints that gain from parallel requests) complete chunks in any
-order, which the journal's bitmap already allows.
+workers (for endpoints that gain from parallel requests) each read a contiguous
+run of chunks and complete them in any order, which the journal's bitmap
+already allows.
 """
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+
+from .endpoints.direct import aligned_buffer
 
 __all__ = ["Chunk", "Readahead"]
 
@@ -47,26 +51,29 @@ class Readahead:
         depth: int = 4,
         workers: int = 1,
     ) -> None:
-        self._read, self._digest = read, digest
+        self._read, self._digest, self._size = read, digest, buffer_size
         self._threads: list[threading.Thread] = []
         # One chunk or none (a small file, many of them in a tree): read on the caller's thread; handing
         # it to a reader thread and back, and making the queues for that, costs more than the
         # overlap could save.
         self._inline = list(spans) if len(spans) <= 1 and workers == 1 else None
         if self._inline is not None:
-            self._buffer = memoryview(bytearray(buffer_size))
+            self._buffer = aligned_buffer(buffer_size)
             return
-        self._todo: queue.SimpleQueue[tuple[int, int, int]] = queue.SimpleQueue()
-        for span in spans:
-            self._todo.put(span)
+        # Each worker reads a contiguous run of chunks (one streamed request each for HTTP); one
+        # that finishes early takes the second half of the longest run left, as aria2 splits.
+        per = -(-len(spans) // workers)
+        self._runs = [collections.deque(spans[n * per : (n + 1) * per]) for n in range(workers)]
+        self._runs_lock = threading.Lock()
         self._expected = len(spans)
         self._free: queue.Queue[memoryview] = queue.Queue()
         for _ in range(max(depth, workers)):
-            self._free.put(memoryview(bytearray(buffer_size)))
+            self._free.put(aligned_buffer(buffer_size))
         self._done: queue.Queue[Chunk | BaseException] = queue.Queue()
         self._stop = threading.Event()
         self._threads = [
-            threading.Thread(target=self._work, name=f"onward-read-{n}", daemon=True) for n in range(workers)
+            threading.Thread(target=self._work, args=(n,), name=f"onward-read-{n}", daemon=True)
+            for n in range(workers)
         ]
 
     def __enter__(self) -> Readahead:
@@ -84,12 +91,23 @@ class Readahead:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _work(self) -> None:
+    def _next(self, n: int) -> tuple[int, int, int] | None:
+        with self._runs_lock:
+            mine = self._runs[n]
+            if not mine:
+                longest = max(self._runs, key=len)
+                for _ in range(len(longest) // 2):
+                    mine.appendleft(longest.pop())
+                if not mine and longest:
+                    mine.append(longest.pop())
+            return mine.popleft() if mine else None
+
+    def _work(self, n: int) -> None:
         while not self._stop.is_set():
-            try:
-                index, offset, length = self._todo.get_nowait()
-            except queue.Empty:
+            span = self._next(n)
+            if span is None:
                 return
+            index, offset, length = span
             buf = self._take()
             if buf is None:
                 return
@@ -113,9 +131,7 @@ class Readahead:
     def release(self, view: memoryview) -> None:
         if self._inline is not None:
             return
-        base = view.obj
-        assert isinstance(base, bytearray)
-        self._free.put(memoryview(base))
+        self._free.put(memoryview(view.obj)[: self._size])
 
     def __iter__(self) -> Iterator[Chunk]:
         if self._inline is not None:

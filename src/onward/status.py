@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .core.journal import DecodeError, decode
 from .core.plan import without
+from .core.upload import is_upload_url
 from .endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
 from .errors import DestinationError, SourceError, from_oserror
 
@@ -79,12 +80,27 @@ def _describe(destination: str) -> Unfinished:
     except (OSError, DecodeError) as exc:
         return dataclasses.replace(found, problem=f"journal unreadable: {exc}")
     header = loaded.header
+    if is_upload_url(header.destination):  # an upload's journal, in the state directory: no partial
+        done = header.plan.committed_bytes(loaded.chunks)
+        found = dataclasses.replace(found, destination=header.destination)
+        return dataclasses.replace(found, source=header.source, size=header.total_size, done=done)
     done = 0
     if has_partial:
         plan, chunks = header.plan, loaded.chunks
         cut = plan.beyond(chunks, os.stat(partial).st_size)  # a partial cut short behind our back
         done = plan.committed_bytes(without(chunks, cut))
     return dataclasses.replace(found, source=header.source, size=header.total_size, done=done)
+
+
+def find_uploads() -> list[Unfinished]:
+    """Every unfinished upload (``onward copy FILE tus+https://...``): their journals live in
+    the user's state directory (``$XDG_STATE_HOME/onward/uploads``), not beside a file."""
+    from .core.upload import state_dir
+
+    directory = state_dir(os.environ, os.path.expanduser("~"))
+    if not os.path.isdir(directory):
+        return []
+    return [_describe(d) for d in _candidates(directory)]
 
 
 def find_unfinished(root: str = ".") -> list[Unfinished]:
@@ -109,10 +125,14 @@ def remove_unfinished(item: Unfinished) -> None:
         remove_tree(item)
         return
     fd = -1
+    # An upload (journal in the state directory) is locked through a lock file beside its journal.
+    upload = item.journal is not None and is_upload_url(item.destination)
+    lock = item.journal.removesuffix(JOURNAL_SUFFIX) + ".onward-lock" if item.journal and upload else None
+    tmp = (item.journal or "") + ".tmp" if upload else item.destination + JOURNAL_SUFFIX + ".tmp"
     try:
-        if item.partial is not None:
+        if item.partial is not None or lock is not None:
             try:
-                fd = os.open(item.partial, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(lock or item.partial or "", os.O_RDONLY | os.O_CLOEXEC)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except FileNotFoundError:
                 pass
@@ -120,7 +140,7 @@ def remove_unfinished(item: Unfinished) -> None:
                 raise DestinationError(
                     f"{item.destination}: a copy is running on it right now; not removed", item.destination
                 ) from None
-        for path in (item.partial, item.journal, item.destination + JOURNAL_SUFFIX + ".tmp"):
+        for path in (item.partial, item.journal, tmp, lock):
             if path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)

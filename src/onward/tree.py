@@ -195,6 +195,8 @@ class TreeCopy:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.src_root, self.dst_root, self.opts = src_root, dst_root, options
+        # os.path.join(root, rel), made once: src() and dst() run several times for every file
+        self.src_prefix, self.dst_prefix = os.path.join(src_root, ""), os.path.join(dst_root, "")
         self.listeners, self.delete, self.follow, self.clock = listeners, delete, follow, clock
         self.failures: list[tuple[str, str]] = []
         self.failed_paths: set[str] = set()  # relative paths
@@ -248,10 +250,10 @@ class TreeCopy:
         self.progress()
 
     def src(self, rel: str) -> str:
-        return os.path.join(self.src_root, rel) if rel else self.src_root
+        return self.src_prefix + rel if rel else self.src_root
 
     def dst(self, rel: str) -> str:
-        return os.path.join(self.dst_root, rel) if rel else self.dst_root
+        return self.dst_prefix + rel if rel else self.dst_root
 
     # -- the run -------------------------------------------------------------------------
 
@@ -472,6 +474,8 @@ class TreeCopy:
             )
 
     def below_failed(self, rel: str) -> bool:
+        if not self.failed_dirs:
+            return False
         while rel:
             rel = parent(rel)
             if rel in self.failed_dirs:
@@ -505,7 +509,10 @@ class TreeCopy:
             self.emit(FileDone(rel, "deleted", 0, 0, 0, self.files_done, self.files))
 
     def name_too_long(self, rel: str) -> bool:
-        name = os.fsencode(os.path.basename(rel))
+        base = rel.rpartition("/")[2]
+        if 4 * len(base) + len(PARTIAL_SUFFIX) <= self.name_max:  # UTF-8: at most 4 bytes a character
+            return False
+        name = os.fsencode(base)
         if len(name) + len(PARTIAL_SUFFIX) <= self.name_max:
             return False
         self.fail(
@@ -619,7 +626,6 @@ class TreeCopy:
                     journal: LocalJournal | MemoryJournal = MemoryJournal(dst)
                 else:
                     sink = LocalSink.open(dst)
-                    sink.uncached_readback = self.opts.verify == "full"
                     journal = LocalJournal(dst)
             except BaseException:
                 source.close()

@@ -338,7 +338,14 @@ def record(
     def fd_of(arg: str) -> _Fd | None:
         fd = _fd(arg)
         if fd not in fds:
-            return None
+            # A second descriptor on a file the model has, opened by a path the trace does not
+            # follow (onward's O_DIRECT descriptor, opened through /proc/self/fd): strace's -y
+            # names the file it is on.
+            path = _fd_path(arg)
+            where = rel(path) if path is not None else None
+            if not where or where not in names:
+                return None
+            fds[fd] = _Fd(names[where], False)
         return fds[fd]
 
     for i, c in enumerate(parse_calls(trace_text)):

@@ -18,19 +18,19 @@ before the rename. Each must:
 - resume, on a plain re-run, from exactly the last good checkpoint and end identical.
 
 Verification and the page cache: ``Transfer.checkpoint`` reads each chunk back right after
-the partial's ``fdatasync``, and by default that read is served by the page cache, which
-holds what was written whatever reached the device. With ``--verify full`` the local sink
-drops the partial's clean pages (``posix_fadvise(DONTNEED)``) after every successful
-``fdatasync``, so the read-back comes from the device. The last tests check that, and show
-on a loop-mounted ext4 image whose blocks are corrupted under a cached chunk that the
-device read-back catches it and the default read-back does not (docs/CRASH-TESTING.md has
-the measured cost, which is why it is not the default).
+the partial's ``fdatasync``. A read served by the page cache would return what was written
+whatever reached the device, so the local sink writes and reads the partial through a second
+descriptor opened with ``O_DIRECT`` (``endpoints/direct.py``). The last tests check that, and
+show on a loop-mounted ext4 image whose blocks are corrupted under a cached chunk that the
+read-back catches it (docs/RELIABILITY.md, "Verification and the page cache").
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -151,49 +151,59 @@ def test_a_failed_sync_is_never_retried_into_success(tmp_path: Path, faultlib: A
 # --- the read-back after a sync, and the page cache ----------------------------------------------
 
 
-def readback_calls(faultlib: Any, tmp_path: Path, flags: list[str]) -> list[Any]:
+def direct_descriptors(trace: str) -> set[tuple[str, int]]:
+    """(thread, fd) of every descriptor the trace shows opened with ``O_DIRECT``."""
+    found = set()
+    for line in trace.splitlines():
+        m = re.match(r"(\d+)\s+openat\(.*O_DIRECT.*\)\s+=\s+(\d+)<", line)
+        if m:
+            found.add((m.group(1), int(m.group(2))))
+    return found
+
+
+@pytest.mark.parametrize("verify", ["fast", "full"])
+def test_every_read_back_after_a_sync_comes_from_the_device(
+    verify: str, tmp_path: Path, faultlib: Any, strace_ok: str
+) -> None:
+    """After every fdatasync of the partial, its chunks are read back through a descriptor
+    opened with ``O_DIRECT`` (on the same inode), never through the page cache."""
     size = SIZES["5-chunks"]
     src = tmp_path / "src.bin"
     src.write_bytes(faultlib.random_bytes(size, "readback"))
-    dest = faultlib.make_dest(tmp_path / ("out-" + "-".join(flags[5:]) if flags[5:] else "out"))
-    cmd = faultlib.strace_command(dest, tmp_path / "trace")
-    # Also record the read-backs and the cache hints (not file changes, so not in MUTATING).
-    cmd[cmd.index("-e") + 1] += ",preadv2,pread64,fadvise64"
+    dest = faultlib.make_dest(tmp_path / "out")
+    trace = tmp_path / "trace"
+    cmd = [
+        strace_ok,
+        "-f",
+        "-qq",
+        "-y",
+        "-o",
+        os.fspath(trace),
+        "-e",
+        "trace=openat,fdatasync,preadv2,pread64",
+    ]
     proc = subprocess.run(
-        [*cmd, *faultlib.copy_args(src, dest, flags)],
+        [*cmd, *faultlib.copy_args(src, dest, [*FLAGS, "--verify", verify])],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    calls = faultlib.parse_trace((tmp_path / "trace").read_text())
-    return [c for c in calls if c.paths == (str(dest.partial),)]
-
-
-def test_verify_full_reads_back_from_the_device_after_every_sync(
-    tmp_path: Path, faultlib: Any, strace_ok: str
-) -> None:
-    """With ``--verify full``: after every successful fdatasync of the partial, its pages are
-    dropped (fadvise DONTNEED over the whole file) before the chunks are read back."""
-    calls = readback_calls(faultlib, tmp_path, [*FLAGS, "--verify", "full"])
-    syncs = [i for i, c in enumerate(calls) if c.name == "fdatasync"]
-    assert len(syncs) >= 6, [str(c) for c in calls]
+    text = trace.read_text()
+    direct = {fd for _, fd in direct_descriptors(text)}
+    partial = f"<{dest.partial}>"
+    calls = [
+        line for line in text.splitlines() if partial in line and ("fdatasync" in line or "pread" in line)
+    ]
+    syncs = [i for i, line in enumerate(calls) if "fdatasync(" in line]
+    assert len(syncs) >= 6, calls
     for i in syncs:
-        nxt = calls[i + 1]
-        assert nxt.name == "fadvise64" and "POSIX_FADV_DONTNEED" in nxt.args, (
-            f"after {calls[i]} came {nxt} ({nxt.args}), not fadvise DONTNEED"
-        )
-        assert calls[i + 2].name in ("preadv2", "pread64"), f"no read-back after {calls[i]}"
-
-
-def test_default_verify_reads_back_through_the_page_cache(
-    tmp_path: Path, faultlib: Any, strace_ok: str
-) -> None:
-    """The default keeps the page cache (the device read-back costs about 15 % of a copy):
-    documented here so that a change either way is noticed."""
-    calls = readback_calls(faultlib, tmp_path, FLAGS)
-    assert not [c for c in calls if c.name == "fadvise64"], [str(c) for c in calls]
+        reads = list(itertools.takewhile(lambda line: "fdatasync(" not in line, calls[i + 1 :]))
+        assert reads, f"no read-back after {calls[i]}"
+        for line in reads:
+            fd = int(re.search(r"pread\w*\((\d+)<", line).group(1))  # type: ignore[union-attr]
+            assert fd in direct, f"read back through the page cache: {line}"
 
 
 # The end-to-end proof needs a block device under the page cache: a loop-mounted ext4 image.
@@ -310,13 +320,11 @@ def test_device_read_back_catches_a_chunk_corrupted_under_the_page_cache(
     assert device_bytes(dest.path) == data
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the default read-back is served by the page cache (see --verify full)"
-)
-def test_default_read_back_is_fooled_by_the_page_cache(
+def test_default_read_back_catches_a_chunk_corrupted_under_the_page_cache(
     ext4_loop: Any, tmp_path: Path, faultlib: Any, strace_ok: str
 ) -> None:
-    data, (rc, _, err, dest) = corrupt_under_the_cache(faultlib, ext4_loop, tmp_path, FLAGS)
+    data, (rc, out, err, dest) = corrupt_under_the_cache(faultlib, ext4_loop, tmp_path, FLAGS)
     faultlib.count("page-cache read-back cases")
     assert rc == 0, err
+    assert "read back wrong after writing" in out, out
     assert device_bytes(dest.path) == data, "promoted a copy whose bytes on the device differ"

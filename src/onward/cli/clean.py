@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ..endpoints.localtree import display
 from ..errors import OnwardError, UsageError
 from ..status import find_unfinished, remove_unfinished
 from ..units import format_size
@@ -17,11 +18,13 @@ def main(args: argparse.Namespace) -> int:
     items = find_unfinished(args.path)
     if not items:
         if not args.json:
-            print(f"no unfinished copies under {args.path}")
+            print(f"no unfinished copies under {display(args.path)}")
         return 0
     if not args.yes:
         if not sys.stdin.isatty():
-            raise UsageError(f"{args.path}: {len(items)} unfinished copies; pass --yes to remove them")
+            raise UsageError(
+                f"{display(args.path)}: {len(items)} unfinished copies; pass --yes to remove them"
+            )
         for item in items:
             print(line(item))
         answer = input(f"remove {len(items)} unfinished copies and their progress? [y/N] ")
@@ -40,5 +43,5 @@ def main(args: argparse.Namespace) -> int:
         if args.json:
             emit_json({"event": "removed", "destination": item.destination, "freed": freed})
         else:
-            print(f"removed the unfinished copy to {item.destination} ({format_size(freed)} freed)")
+            print(f"removed the unfinished copy to {display(item.destination)} ({format_size(freed)} freed)")
     return 1 if failed else 0

@@ -42,6 +42,16 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def target_name(url: str) -> str:
+    """An upload URL as it may be shown (no credentials), even when it does not parse."""
+    from ..core.upload import parse_target
+
+    try:
+        return parse_target(url).name
+    except ValueError:
+        return url.partition("://")[0] + "://..."
+
+
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
@@ -66,6 +76,13 @@ def main(args: argparse.Namespace) -> int:
     if len(args.paths) < 2:
         raise UsageError("copy needs a source and a destination: onward copy SRC... DST")
     *sources, dst = args.paths
+    if (len(sources) > 1 or args.recursive) and "://" in dst:
+        from ..core.upload import is_upload_url  # here: local copies need not import it
+
+        if is_upload_url(dst):
+            raise UsageError(
+                f"{target_name(dst)}: an upload sends one file (several files or -r go to a directory)"
+            )
     if args.recursive or args.delete or args.dereference:
         from .copytree import main as copy_trees
 

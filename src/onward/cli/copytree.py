@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import os
 import sys
@@ -224,10 +223,6 @@ def main(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str,
         raise UsageError(f"{flag} applies to directory trees; add -r")
     if len(sources) > 1 and not os.path.isdir(dst):
         raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        # Names that are not UTF-8 go out as surrogate escapes ("\udce9" stands for the byte 0xE9,
-        # os.fsencode gives the exact bytes back), in JSON lines and error events alike.
-        sys.stdout.reconfigure(errors="backslashreplace")
     failed = partial = False
     for src in sources:
         tree = os.path.isdir(src) or not os.path.lexists(src)

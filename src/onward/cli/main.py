@@ -6,6 +6,7 @@ Imports are lazy so that ``onward --version`` and ``--help`` start fast.
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import sys
 from collections.abc import Sequence
@@ -53,14 +54,14 @@ def build_parser() -> Parser:
     tree.add_argument("--delete", action="store_true", help="with -r: remove what the source does not have")
     cp.add_argument(
         "--verify",
-        choices=("fast", "full"),
+        choices=("none", "fast", "full"),
         default="fast",
-        help="fast (default): read the copy back and check every chunk's digest before it takes the "
-        "final name, and re-check the last chunks on resume; full: also re-read the source, and "
-        "read the copy back from the device rather than the page cache (slower)",
+        help="fast (default): read each chunk back from the device after the sync that makes it "
+        "durable, and re-check the last chunks on resume; full: also re-read the source and the "
+        "whole copy before it takes the final name; none: no read-back (durable, unchecked)",
     )
     cp.add_argument("--chunk-size", metavar="SIZE", help="journal granularity for a new copy (default 4M)")
-    cp.add_argument("--checkpoint-bytes", metavar="SIZE", help="checkpoint at least every SIZE (default 64M)")
+    cp.add_argument("--checkpoint-bytes", metavar="SIZE", help="checkpoint at least every SIZE (default 16M)")
     cp.add_argument(
         "--checkpoint-seconds",
         metavar="S",
@@ -103,6 +104,10 @@ def build_parser() -> Parser:
     cl.add_argument("path", nargs="?", default=".", metavar="PATH")
     cl.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     cl.add_argument("--json", action="store_true", help="one JSON object per removed copy")
+
+    from . import serve
+
+    serve.add_parser(verbs)
     return parser
 
 
@@ -118,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Names that are not UTF-8 are str with surrogate escapes ("\udce9" stands for the byte
+        # 0xE9; os.fsencode gives the exact bytes back). Whatever the locale, they go out as
+        # that escape (JSON lines stay valid UTF-8 and decode back to the same str), never as
+        # a UnicodeEncodeError. Text for people shows them as "\xe9" (endpoints.localtree.display).
+        sys.stdout.reconfigure(errors="backslashreplace")
     from ..errors import OnwardError
 
     try:
@@ -129,13 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import status
 
             return status.main(args)
+        if args.verb == "serve":
+            from . import serve
+
+            return serve.main(args)
         from . import clean
 
         return clean.main(args)
     except OnwardError as exc:
         from .render import report_error
 
-        report_error(exc, json_mode=args.json)
+        report_error(exc, json_mode=getattr(args, "json", False))
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("onward: interrupted; run the same command again to resume\n")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 
-from ..status import Unfinished, find_unfinished
+from ..endpoints.localtree import display
+from ..status import Unfinished, find_unfinished, find_uploads
 from ..units import format_size
 from .render import emit_json
 
@@ -16,22 +18,28 @@ def as_json(item: Unfinished) -> dict[str, object]:
 
 
 def line(item: Unfinished) -> str:
+    """One unfinished copy for people; names that are not UTF-8 shown as ``\\xNN``."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item.last_activity))
+    destination = display(item.destination)
     if item.problem is not None:
-        return f"   ?%  {'?':>10}  {when}  {item.destination}  ({item.problem})"
+        return f"   ?%  {'?':>10}  {when}  {destination}  ({display(item.problem)})"
     size = format_size(item.size or 0)
     files = f"  ({item.files_done} of {item.files} files)" if item.files is not None else ""
-    return f"{item.percent or 0:5.1f}%  {size:>10}  {when}  {item.source} -> {item.destination}{files}"
+    source = display(item.source or "?")
+    return f"{item.percent or 0:5.1f}%  {size:>10}  {when}  {source} -> {destination}{files}"
 
 
 def main(args: argparse.Namespace) -> int:
     items = find_unfinished(args.path)
+    if args.path == ".":  # the default: unfinished uploads too (kept in the state directory)
+        seen = {os.path.realpath(i.journal) for i in items if i.journal}
+        items += [u for u in find_uploads() if u.journal and os.path.realpath(u.journal) not in seen]
     if args.json:
         for item in items:
             emit_json(as_json(item))
         return 0
     if not items:
-        print(f"no unfinished copies under {args.path}")
+        print(f"no unfinished copies under {display(args.path)}")
         return 0
     print(f"{'DONE':>6}  {'SIZE':>10}  {'LAST ACTIVITY':19}  SOURCE -> DESTINATION")
     for item in items:

@@ -37,10 +37,12 @@ __all__ = [
     "Decoded",
     "Header",
     "Promote",
+    "Upload",
     "decode",
     "encode_chunks",
     "encode_promote",
     "encode_start",
+    "encode_upload",
     "frame",
     "frames",
     "preamble",
@@ -55,6 +57,7 @@ KIND_HEADER = 1
 KIND_CHUNK = 2
 KIND_PROMOTE = 3
 KIND_TREE = 4  # kinds 4-6 belong to tree journals: core/treejournal.py
+KIND_UPLOAD = 7  # the remote upload a journal's chunks are sent to (docs/UPLOAD.md)
 
 _PREAMBLE = struct.Struct("<8sHH")
 _FRAME = struct.Struct("<IB")
@@ -122,11 +125,44 @@ class Promote:
     inode: int
 
 
+@dataclass(frozen=True)
+class Upload:
+    """The remote upload (tus or IETF draft) a journal's chunks go to, bound to the identity
+    and size of the file it was created for: any other file never resumes into it."""
+
+    protocol: str
+    url: str  # without credentials; secret-looking query values REDACTED
+    identity: Identity
+    size: int
+    created: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "url": self.url,
+            "identity": self.identity.to_json(),
+            "size": self.size,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Upload:
+        if not isinstance(data, dict):
+            raise ValueError("upload record is not an object")
+        protocol, url, size = data.get("protocol"), data.get("url"), data.get("size")
+        if not isinstance(protocol, str) or not isinstance(url, str) or not isinstance(size, int):
+            raise ValueError("upload record has missing or mistyped fields")
+        return cls(
+            protocol, url, Identity.from_json(data.get("identity")), size, float(data.get("created", 0))
+        )
+
+
 @dataclass
 class Decoded:
     header: Header
     chunks: dict[int, ChunkRecord] = field(default_factory=dict)
     promote: Promote | None = None
+    upload: Upload | None = None  # the last UPLOAD record (remote destinations only)
     valid_length: int = 0  # bytes of the file that decoded cleanly
     damaged_tail: int = 0  # bytes after that, ignored
 
@@ -154,6 +190,11 @@ def encode_chunks(records: list[ChunkRecord]) -> bytes:
 
 def encode_promote(promote: Promote) -> bytes:
     return frame(KIND_PROMOTE, _PROMOTE.pack(promote.device, promote.inode))
+
+
+def encode_upload(upload: Upload) -> bytes:
+    payload = json.dumps(upload.to_json(), sort_keys=True).encode("utf-8", "surrogateescape")
+    return frame(KIND_UPLOAD, payload)
 
 
 def _frames(data: bytes, pos: int) -> tuple[list[tuple[int, bytes, int]], int]:
@@ -212,6 +253,11 @@ def decode(data: bytes) -> Decoded:
             out.chunks[record.index] = record
         elif kind == KIND_PROMOTE and len(payload) == _PROMOTE.size:
             out.promote = Promote(*_PROMOTE.unpack(payload))
+        elif kind == KIND_UPLOAD and len(payload) <= MAX_HEADER:
+            try:
+                out.upload = Upload.from_json(json.loads(payload.decode("utf-8", "surrogateescape")))
+            except (ValueError, UnicodeDecodeError):
+                break
         else:
             break
         out.valid_length = end

@@ -188,7 +188,7 @@ def _same_content(
     size and mtime but moved the ctime is caught) and the destination must still look like the
     copy. Without one, the quick check of ``rsync -a``: same size and same modification time.
     """
-    if dst is None or dst.kind is not Kind.FILE or dst.size != src.size:
+    if dst is None or dst.kind is not src.kind or dst.size != src.size:  # src is a file
         return False
     times_match = dst.mtime_ns == src.mtime_ns
     recorded = done.get(path)
@@ -221,59 +221,65 @@ def plan_tree(
     blocked: dict[str, str] = {}  # directory below a conflict -> the conflict's path
     hidden: dict[str, int] = {}  # conflict path -> entries below it left alone
     copying: set[str] = set()
+    found_entries, artefacts = dest.entries, dest.artefacts
+    FILE, DIR, SYMLINK, SPECIAL = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.SPECIAL  # locals: hot loop
+    files = total = unchanged_files = unchanged_bytes = 0
 
     for path, node in source.entries.items():
-        top = blocked.get(parent(path))
-        if top is not None:
-            hidden[top] += 1
-            if node.kind is Kind.DIR:
-                blocked[path] = top
-            continue
-        dst = dest.entries.get(path)
-        if node.kind is Kind.FILE:
-            plan.files += 1
+        if blocked:
+            top = blocked.get(parent(path))
+            if top is not None:
+                hidden[top] += 1
+                if node.kind is DIR:
+                    blocked[path] = top
+                continue
+        dst = found_entries.get(path)
+        kind = node.kind
+        if kind is FILE:
+            files += 1
             if path not in leaders:
-                plan.bytes += node.size
-        if node.kind is Kind.SPECIAL:
+                total += node.size
+        elif kind is SPECIAL:
             plan.skipped.append((path, f"is {node.what}; special files are not copied"))
             continue
-        if dst is not None and (dst.kind is Kind.DIR) != (node.kind is Kind.DIR):
+        if dst is not None and (dst.kind is DIR) != (kind is DIR):
             if not delete:
-                plan.conflicts.append(Conflict(path, node.kind, dst.kind))
-                if node.kind is Kind.DIR:
+                plan.conflicts.append(Conflict(path, kind, dst.kind))
+                if kind is DIR:
                     blocked[path], hidden[path] = path, 0
                 continue
             plan.removals.append(path)  # replaced: --delete makes the destination mirror the source
             dst = None
-        if node.kind is Kind.DIR:
-            if dst is None:
-                plan.mkdirs.append(path)
-        elif node.kind is Kind.SYMLINK:
-            if dst is None or dst.kind is not Kind.SYMLINK or dst.target != node.target:
-                assert node.target is not None
-                plan.symlinks.append(MakeSymlink(path, node.target, node.atime_ns, node.mtime_ns))
-        elif path in leaders:
-            plan.followers.setdefault(leaders[path], []).append(path)
-            if _linked(dst, dest.entries.get(leaders[path])) and leaders[path] not in copying:
-                plan.unchanged_files += 1
-            else:
-                plan.links.append(MakeLink(path, leaders[path]))
-        else:
-            found = dest.artefacts.get(path)
+        if kind is FILE:
+            if path in leaders:
+                plan.followers.setdefault(leaders[path], []).append(path)
+                if _linked(dst, found_entries.get(leaders[path])) and leaders[path] not in copying:
+                    unchanged_files += 1
+                else:
+                    plan.links.append(MakeLink(path, leaders[path]))
+                continue
             same = not restart and _same_content(path, node, dst, done, preserve_times)
             if same and not verify_full:
-                plan.unchanged_files += 1
-                plan.unchanged_bytes += node.size
+                unchanged_files += 1
+                unchanged_bytes += node.size
                 assert dst is not None
                 if preserve_mode and (dst.mode & PERMISSIONS) != (node.mode & PERMISSIONS):
                     plan.modes.append((path, node.mode & PERMISSIONS))
                 continue
-            copy = _copy(path, node, dst, found, small, "restart" if restart else None)
+            copy = _copy(path, node, dst, artefacts.get(path), small, "restart" if restart else None)
             if same:
                 plan.verify.append(copy)  # copied (and its hard links remade) only if the bytes differ
             else:
                 plan.copies.append(copy)
                 copying.add(path)
+        elif kind is DIR:
+            if dst is None:
+                plan.mkdirs.append(path)
+        elif dst is None or dst.kind is not SYMLINK or dst.target != node.target:  # a symlink
+            assert node.target is not None
+            plan.symlinks.append(MakeSymlink(path, node.target, node.atime_ns, node.mtime_ns))
+    plan.files, plan.bytes = files, total
+    plan.unchanged_files, plan.unchanged_bytes = unchanged_files, unchanged_bytes
 
     plan.conflicts = [
         Conflict(c.path, c.source, c.destination, hidden.get(c.path, 0)) for c in plan.conflicts

@@ -56,6 +56,9 @@ class Source(Protocol):
 
 class Sink(Protocol):
     name: str
+    # Whether written chunks can be read back for verification (a local partial can; a remote
+    # upload cannot: the engine then skips its read-backs, docs/UPLOAD.md).
+    can_read_back: bool
 
     def present(self) -> int | None:
         """Bytes in the partial, or None when there is no partial."""

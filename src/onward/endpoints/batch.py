@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core.treejournal import Stamp
 from ..errors import DurabilityError
@@ -75,6 +75,7 @@ class BatchSink(LocalSink):
     """The partial of a batched file: written without a writeback hint or a sync of its own,
     and "promoted" only as far as mode and times; the ``Batch`` syncs and renames it."""
 
+    direct_io = False  # small files go through the page cache to the batch's one syncfs
     ready = False  # verified, mode and times applied: waiting for its batch
 
     def write(self, offset: int, data: memoryview) -> None:
@@ -120,9 +121,8 @@ class BatchSink(LocalSink):
         """Nothing: a batched file has no journal that could have outlived its rename."""
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A verified partial waiting for its batch."""
+class Pending(NamedTuple):
+    """A verified partial waiting for its batch (a tuple: one is made per small file)."""
 
     path: str  # relative to the roots
     partial: str

@@ -16,12 +16,13 @@ from byte 0, in order, on one connection. If it breaks, the identity changes
 (it carries a per-response generation) and the engine starts over rather than
 splice a second response onto the first; a later run starts over too.
 
-With ``connections`` > 1 each chunk is its own bounded ranged request, one per
-engine worker thread; with one connection a single open-ended request
-(``bytes=OFFSET-``) is read chunk after chunk, so no round trip is spent
+Each engine worker thread (one per connection) reads its own contiguous run of
+chunks (``Readahead`` hands them out that way) through a single open-ended
+request (``bytes=OFFSET-``), chunk after chunk, so no round trip is spent
 between chunks, and its body (framed by Content-Length) is read straight from
 the socket into the chunk buffers: h11 parses the headers, the bytes are not
-copied through it (a third of the CPU of a download). httpx errors become
+copied through it (a third of the CPU of a download). A worker that reaches
+the end of its run closes its connection, as aria2 does with a segment. httpx errors become
 ``onward.errors`` types here: connection errors, timeouts, 408, 429 and 5xx
 are ``TransientError`` (with the server's ``Retry-After``), 4xx, TLS and name
 resolution failures ``SourceError``. No message, name or record made here
@@ -43,6 +44,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
@@ -73,6 +75,27 @@ SCHEMES = ("http", "https")
 ORIGIN_ONLY = ("authorization", "cookie")
 
 OnRetry = Callable[[int, float, str], None]  # attempt, delay in seconds, message
+T = TypeVar("T")
+
+
+def retrying(
+    what: Callable[[], T], *, retries: int, on_retry: OnRetry | None, sleep: Callable[[float], None]
+) -> T:
+    """``what()``, tried again with backoff after a ``TransientError``, at most ``retries``
+    more times (each one told to ``on_retry``); the last error is raised."""
+    backoff = Backoff(retries=retries)
+    attempt = 0
+    while True:
+        try:
+            return what()
+        except TransientError as exc:
+            attempt += 1
+            delay = backoff.delay(attempt, random.random(), exc.retry_after)
+            if delay is None:
+                raise
+            if on_retry is not None:
+                on_retry(attempt, delay, exc.message)
+            sleep(delay)
 
 
 def _safe_name(url: str) -> str:
@@ -387,19 +410,12 @@ class HttpSource:
     # -- asking the server --------------------------------------------------------
 
     def _probe_with_retries(self) -> Probe:
-        backoff = Backoff(retries=self._retries)
-        attempt = 0
-        while True:
-            try:
-                return self._ask(ranged=True) or self._ask(ranged=False) or self._no_size()
-            except TransientError as exc:
-                attempt += 1
-                delay = backoff.delay(attempt, random.random(), exc.retry_after)
-                if delay is None:
-                    raise
-                if self.on_retry is not None:
-                    self.on_retry(attempt, delay, exc.message)
-                self._sleep(delay)
+        return retrying(
+            lambda: self._ask(ranged=True) or self._ask(ranged=False) or self._no_size(),
+            retries=self._retries,
+            on_retry=self.on_retry,
+            sleep=self._sleep,
+        )
 
     def _no_size(self) -> Probe:
         raise SourceError(
@@ -531,17 +547,17 @@ class HttpSource:
         if cursor is None or cursor.pos != offset:
             if cursor is not None:
                 self._drop(cursor)
-            cursor = self._open_range(offset, len(buf), me)
+            cursor = self._open_range(offset, me)
             if cursor is None:
                 self._suspect = True
                 return 0
         return self._take(cursor, buf)
 
-    def _open_range(self, offset: int, length: int, me: threading.Thread) -> _Cursor | None:
+    def _open_range(self, offset: int, me: threading.Thread) -> _Cursor | None:
         probe = self._probe
         assert probe is not None
-        # One connection: one open-ended request read chunk after chunk. Several: one request a chunk.
-        last = (probe.size if self._connections == 1 else offset + length) - 1
+        # Open-ended: this thread's next reads follow on (a run of chunks each, see the docstring).
+        last = probe.size - 1
         headers = {**self._data_headers, "Range": f"bytes={offset}-{last}", "If-Range": probe.validator}
         response = self._send(probe.url, headers)
         if response.status_code == 206:
@@ -602,21 +618,20 @@ class HttpSource:
 
     def _cursor(self, response: httpx.Response, start: int, end: int, me: threading.Thread) -> _Cursor:
         cursor = _Cursor(response, response.iter_raw(), start, end, me)
-        if self.connections == 1:
-            # One long response per run: read its body straight into the chunk buffers (what h11
-            # had buffered first), sparing h11's copies of every byte (docs/PERFORMANCE.md). The
-            # connection is then closed, not reused: h11 never saw the body end.
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) == end - start:
-                cursor.sock = _body_socket(response)
-            if cursor.sock is not None:
-                try:
-                    first = next(cursor.chunks, b"")
-                except httpx.HTTPError as exc:
-                    response.close()
-                    raise self._error(exc) from None
-                cursor.rest = memoryview(first) if first else None
-                cursor.sock.settimeout(self._timeout)
+        # One long response per thread: read its body straight into the chunk buffers (what h11
+        # had buffered first), sparing h11's copies of every byte (docs/PERFORMANCE.md). The
+        # connection is then closed, not reused: h11 never saw the body end.
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) == end - start:
+            cursor.sock = _body_socket(response)
+        if cursor.sock is not None:
+            try:
+                first = next(cursor.chunks, b"")
+            except httpx.HTTPError as exc:
+                response.close()
+                raise self._error(exc) from None
+            cursor.rest = memoryview(first) if first else None
+            cursor.sock.settimeout(self._timeout)
         return cursor
 
     def _send(self, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:

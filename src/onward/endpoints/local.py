@@ -8,11 +8,9 @@ rename is atomic, and visible to ``ls`` so an unfinished copy is never a secret.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import stat
-from collections.abc import Callable
 from typing import NoReturn
 
 from ..core.identity import Identity
@@ -26,6 +24,7 @@ from ..errors import (
     from_oserror,
 )
 from . import Attributes
+from .direct import DirectFile, mostly_cached
 
 __all__ = [
     "JOURNAL_SUFFIX",
@@ -79,32 +78,13 @@ def fsync_dir(path: str, doing: str) -> None:
         ) from None
 
 
-def _writeback_starter() -> Callable[[int, int, int], None]:
-    """``sync_file_range(WRITE)`` where the C library has it: start writing dirty pages now,
-    so that the next ``fdatasync`` finds little left to do. A hint only; durability still
-    comes from ``fdatasync``."""
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError):
-        return lambda fd, offset, length: None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    return lambda fd, offset, length: call(fd, offset, length, SYNC_FILE_RANGE_WRITE) and None
-
-
-SYNC_FILE_RANGE_WRITE = 2
-_start_writeback = _writeback_starter()
-
-
-def _pread_full(fd: int, offset: int, buf: memoryview) -> int:
-    """Fill ``buf`` from ``offset``, stopping early only at end of file."""
-    got = 0
-    while got < len(buf):
-        n = os.preadv(fd, [buf[got:]], offset + got)
-        if n == 0:
-            break
-        got += n
-    return got
+# Direct I/O for the source's reads and the partial's writes and read-backs (bench/onward_ablated.py
+# turns each off to measure what it buys).
+SOURCE_DIRECT = True
+SINK_DIRECT = True
+# Smaller sources are read through the page cache: a direct read would wait for the device even
+# when the file is cached, which for many small files (a tree) costs more than it saves.
+DIRECT_MIN = 1 << 20
 
 
 class LocalSource:
@@ -115,7 +95,10 @@ class LocalSource:
 
     def __init__(self, name: str, fd: int, st: os.stat_result) -> None:
         self.name = name
-        self._fd = fd
+        # Direct reads for a big file that is not in the page cache (no copy through it); a
+        # cached one is read through the cache, as cp does, rather than from the device again.
+        direct = SOURCE_DIRECT and st.st_size >= DIRECT_MIN and not mostly_cached(fd, st.st_size)
+        self._io = DirectFile(fd, os.O_RDONLY, enabled=direct)
         self._st = st
 
     @classmethod
@@ -147,8 +130,7 @@ class LocalSource:
             st = os.stat(self.name)
             if (st.st_dev, st.st_ino) != (self._st.st_dev, self._st.st_ino):
                 fd = os.open(self.name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-                os.close(self._fd)
-                self._fd = fd
+                self._io.replace(fd, os.O_RDONLY)
                 st = os.fstat(fd)
         except OSError as exc:
             raise from_oserror(exc, self.name, "cannot read source", source=True) from None
@@ -167,26 +149,31 @@ class LocalSource:
 
     def read_into(self, offset: int, buf: memoryview) -> int:
         try:
-            return _pread_full(self._fd, offset, buf)
+            return self._io.read(offset, buf)
         except OSError as exc:
             raise from_oserror(exc, self.name, "read", source=True) from None
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._io.close()
 
 
 class LocalSink:
-    """The partial beside a local destination; locked so that two runs never share it."""
+    """The partial beside a local destination; locked so that two runs never share it.
+
+    Chunks are written and read back with direct I/O (``direct.py``): the read-back after
+    each sync then comes from the device, not the page cache.
+    """
+
+    direct_io = True
+    can_read_back = True
 
     def __init__(self, name: str, fd: int, fresh: bool) -> None:
         self.name = name
         self.partial = partial_path(name)
         self._fd = fd
+        self._io = DirectFile(fd, os.O_RDWR, enabled=self.direct_io and SINK_DIRECT)
         self._fresh = fresh
         self._poisoned: str | None = None
-        # Drop the partial's clean pages after each sync, so a read-back comes from the device,
-        # not the page cache (--verify full; costs about 15 % of a copy: docs/CRASH-TESTING.md).
-        self.uncached_readback = False
 
     @classmethod
     def open(cls, destination: str) -> LocalSink:
@@ -240,16 +227,13 @@ class LocalSink:
 
     def write(self, offset: int, data: memoryview) -> None:
         try:
-            done = 0
-            while done < len(data):
-                done += os.pwrite(self._fd, data[done:], offset + done)
+            self._io.write(offset, data)
         except OSError as exc:
             self._fail(exc, "write")
-        _start_writeback(self._fd, offset, len(data))
 
     def read_into(self, offset: int, buf: memoryview) -> int:
         try:
-            return _pread_full(self._fd, offset, buf)
+            return self._io.read(offset, buf)
         except OSError as exc:
             self._fail(exc, "read back")
 
@@ -267,7 +251,7 @@ class LocalSink:
             except OSError as exc:
                 self._poisoned = os.strerror(exc.errno or 0)
             else:
-                if self.uncached_readback:
+                if not self._io.bypasses_cache:  # so that the read-back still comes from the device
                     with contextlib.suppress(OSError):
                         os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
                 return
@@ -330,7 +314,7 @@ class LocalSink:
         fsync_dir(self.name, "renaming the finished copy")
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._io.close()
 
 
 class LocalJournal:

@@ -46,8 +46,13 @@ BLOCK = 1 << 20
 
 
 def display(path: str) -> str:
-    """``path`` for a message: bytes that are not UTF-8 shown as ``\\xNN``, never a traceback."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """``path`` for a message: bytes that are not UTF-8 shown as ``\\xNN``, never a traceback
+    (a lone surrogate that no file name decodes to, from a garbled journal say, as ``\\udNNN``)."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def cause(exc: OSError, doing: str) -> str:
@@ -82,24 +87,44 @@ def _special(mode: int) -> str:
 
 
 _KINDS = {stat.S_IFREG: Kind.FILE, stat.S_IFDIR: Kind.DIR, stat.S_IFLNK: Kind.SYMLINK}
+_FILE, _DIR = Kind.FILE, Kind.DIR  # an enum member looked up on its class costs ten times a global
+_S_IFMT, _S_IFREG, _S_IFLNK = 0o170000, stat.S_IFREG, stat.S_IFLNK
+# Node and Stamp are NamedTuples: made straight from a tuple, without their Python-level
+# __new__, they cost half as much (made for every entry of both trees, twice 10,000 a run).
+_tuple = tuple.__new__
 
 
 def node_of(st: os.stat_result, target: str | None = None) -> Node:
     """The ``Node`` of a stat result (made for every entry of both trees: kept lean)."""
     mode = st.st_mode
-    kind = _KINDS.get(mode & 0o170000, Kind.SPECIAL)
-    if kind is Kind.FILE:
-        stamp = Stamp(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
-        return Node(kind, mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_atime_ns, stamp, st.st_nlink)
+    if mode & _S_IFMT == _S_IFREG:
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+        stamp: Stamp = _tuple(Stamp, (size, mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino))
+        node: Node = _tuple(
+            Node, (_FILE, mode & 0o7777, size, mtime_ns, st.st_atime_ns, stamp, st.st_nlink, None, "")
+        )
+        return node
+    kind = _KINDS.get(mode & _S_IFMT, Kind.SPECIAL)
     what = _special(mode) if kind is Kind.SPECIAL else ""
     return Node(
         kind, mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_atime_ns, None, st.st_nlink, target, what
     )
 
 
-def _listing(path: str) -> list[os.DirEntry[str]]:
-    with os.scandir(path) as entries:
-        return sorted(entries, key=attrgetter("name"))
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _listing(path: str, *, ordered: bool) -> tuple[int, list[os.DirEntry[str]]]:
+    """A descriptor of the directory ``path`` (the caller closes it) and its entries (by name
+    when ``ordered``). Their ``stat()`` is an ``fstatat`` on that descriptor: the kernel looks
+    up one name, not the whole path again (a fifth less time for a listing of 10,000 files)."""
+    fd = os.open(path, _DIRECTORY)
+    try:
+        with os.scandir(fd) as entries:
+            return fd, sorted(entries, key=attrgetter("name")) if ordered else list(entries)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def scan_source(root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozenset()) -> SourceTree:
@@ -113,56 +138,75 @@ def scan_source(root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozen
     while stack:
         rel, path, ancestors = stack.pop()
         try:
-            items = _listing(path)
+            fd, items = _listing(path, ordered=True)
         except OSError as exc:
             tree.unlisted.add(rel)
             tree.problems.append((rel, cause(exc, "cannot list directory")))
             continue
-        subdirs = []
-        prefix = f"{rel}/" if rel else ""
-        entries = tree.entries
-        for item in items:
-            name = item.name
-            sub = prefix + name
-            if ".onward-" in name and working_base(name) is not None:
-                tree.skipped.append((sub, "is an onward working file (partial or journal); not copied"))
-                continue
-            try:
-                if follow:
-                    try:
-                        st = os.stat(item.path)
-                    except FileNotFoundError:
-                        if not item.is_symlink():
-                            raise
-                        dangling = display(os.readlink(item.path))
-                        tree.problems.append((sub, f"broken symbolic link: {dangling} does not exist"))
-                        continue
-                else:
-                    st = item.stat(follow_symlinks=False)
-                target = os.readlink(item.path) if (st.st_mode & 0o170000) == stat.S_IFLNK else None
-            except OSError as exc:
-                tree.problems.append((sub, cause(exc, "cannot read")))
-                continue
-            node = node_of(st, target)
-            if node.kind is Kind.FILE:
-                entries[sub] = node
-                continue
-            if node.kind is Kind.DIR:
-                key = (st.st_dev, st.st_ino)
-                if key in ancestors:
-                    back = ancestors.index(key)
-                    here = os.path.join(root, *sub.split("/")[:back])
-                    tree.problems.append(
-                        (sub, f"symbolic link loop: leads back to {display(here)}; not followed")
-                    )
-                    continue
-                if key in avoid:
-                    tree.problems.append((sub, "leads into the destination of this copy; not followed"))
-                    continue
-                subdirs.append((sub, item.path, (*ancestors, key)))
-            entries[sub] = node
-        stack.extend(reversed(subdirs))
+        try:
+            stack.extend(reversed(_list_source(tree, root, rel, path, (fd, items), ancestors, follow, avoid)))
+        finally:
+            os.close(fd)
     return tree
+
+
+def _list_source(
+    tree: SourceTree,
+    root: str,
+    rel: str,
+    path: str,
+    listing: tuple[int, list[os.DirEntry[str]]],
+    ancestors: tuple[tuple[int, int], ...],
+    follow: bool,
+    avoid: Set[tuple[int, int]],
+) -> list[tuple[str, str, tuple[tuple[int, int], ...]]]:
+    """Add one source directory's entries to ``tree``; returns its subdirectories to descend."""
+    fd, items = listing
+    subdirs = []
+    prefix = f"{rel}/" if rel else ""
+    entries = tree.entries
+    for item in items:
+        name = item.name
+        sub = prefix + name
+        if ".onward-" in name and working_base(name) is not None:
+            tree.skipped.append((sub, "is an onward working file (partial or journal); not copied"))
+            continue
+        try:
+            if follow:
+                try:
+                    st = os.stat(name, dir_fd=fd)
+                except FileNotFoundError:
+                    if not item.is_symlink():
+                        raise
+                    dangling = display(os.readlink(name, dir_fd=fd))
+                    tree.problems.append((sub, f"broken symbolic link: {dangling} does not exist"))
+                    continue
+            else:
+                st = item.stat(follow_symlinks=False)
+            fmt = st.st_mode & _S_IFMT
+            if fmt == _S_IFREG:
+                entries[sub] = node_of(st)
+                continue
+            target = os.readlink(name, dir_fd=fd) if fmt == _S_IFLNK else None
+        except OSError as exc:
+            tree.problems.append((sub, cause(exc, "cannot read")))
+            continue
+        node = node_of(st, target)
+        if node.kind is _DIR:
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                back = ancestors.index(key)
+                here = os.path.join(root, *sub.split("/")[:back])
+                tree.problems.append(
+                    (sub, f"symbolic link loop: leads back to {display(here)}; not followed")
+                )
+                continue
+            if key in avoid:
+                tree.problems.append((sub, "leads into the destination of this copy; not followed"))
+                continue
+            subdirs.append((sub, os.path.join(path, name), (*ancestors, key)))
+        entries[sub] = node
+    return subdirs
 
 
 def _owner(journal: str) -> str | None:
@@ -179,50 +223,61 @@ def scan_destination(root: str, source: SourceTree) -> DestTree:
     working files there. Entries only in the destination are listed, not descended into."""
     dest = DestTree(node_of(os.stat(root)), {})
     entries, found_entries = source.entries, dest.entries
-    directories = [""] + [p for p, n in entries.items() if n.kind is Kind.DIR]
+    directories = [""] + [p for p, n in entries.items() if n.kind is _DIR]
     for rel in directories:
         if rel:
-            found = dest.entries.get(rel)
-            if found is None or found.kind is not Kind.DIR:
+            found = found_entries.get(rel)
+            if found is None or found.kind is not _DIR:
                 continue
         path = os.path.join(root, rel) if rel else root
         try:
-            with os.scandir(path) as listing:
-                items = list(listing)
+            fd, items = _listing(path, ordered=False)
         except OSError:
             continue  # copying into it will fail with a clear message of its own
-        dest.listed.add(rel)
-        working: dict[str, list[os.DirEntry[str]]] = {}
-        prefix = f"{rel}/" if rel else ""
-        for item in items:
-            name = item.name
-            if ".onward-" in name:
-                if not rel and name in (TREE_JOURNAL, TREE_JOURNAL + ".tmp"):
-                    continue
-                base = working_base(name)
-                if base is not None:
-                    working.setdefault(prefix + base, []).append(item)
-                    continue
-            sub = prefix + name
-            try:
-                st = item.stat(follow_symlinks=False)
-                target = None
-                if (st.st_mode & 0o170000) == stat.S_IFLNK and sub in entries:
-                    target = os.readlink(item.path)
-            except OSError:
-                continue  # vanished meanwhile
-            found_entries[sub] = node_of(st, target)
-        for base, files in working.items():
-            partial, journal = None, None
-            for item in files:  # a journal's .tmp alone counts for nothing: it is always rewritten
-                if item.name.endswith(PARTIAL_SUFFIX):
-                    with contextlib.suppress(OSError):
-                        partial = node_of(item.stat(follow_symlinks=False))
-                elif item.name.endswith(JOURNAL_SUFFIX):
-                    journal = item.path
-            owner = _owner(journal) if journal else None
-            dest.artefacts[base] = Artefacts(partial, journal is not None, owner)
+        try:
+            _list_destination(dest, source, rel, path, (fd, items))
+        finally:
+            os.close(fd)
     return dest
+
+
+def _list_destination(
+    dest: DestTree, source: SourceTree, rel: str, path: str, listing: tuple[int, list[os.DirEntry[str]]]
+) -> None:
+    """Add one destination directory's entries and onward's working files there to ``dest``."""
+    fd, items = listing
+    entries, found_entries = source.entries, dest.entries
+    dest.listed.add(rel)
+    working: dict[str, list[os.DirEntry[str]]] = {}
+    prefix = f"{rel}/" if rel else ""
+    for item in items:
+        name = item.name
+        if ".onward-" in name:
+            if not rel and name in (TREE_JOURNAL, TREE_JOURNAL + ".tmp"):
+                continue
+            base = working_base(name)
+            if base is not None:
+                working.setdefault(prefix + base, []).append(item)
+                continue
+        sub = prefix + name
+        try:
+            st = item.stat(follow_symlinks=False)
+            target = None
+            if st.st_mode & _S_IFMT == _S_IFLNK and sub in entries:
+                target = os.readlink(name, dir_fd=fd)
+        except OSError:
+            continue  # vanished meanwhile
+        found_entries[sub] = node_of(st, target)
+    for base, files in working.items():
+        partial, journal = None, None
+        for item in files:  # a journal's .tmp alone counts for nothing: it is always rewritten
+            if item.name.endswith(PARTIAL_SUFFIX):
+                with contextlib.suppress(OSError):
+                    partial = node_of(item.stat(follow_symlinks=False))
+            elif item.name.endswith(JOURNAL_SUFFIX):
+                journal = os.path.join(path, item.name)
+        owner = _owner(journal) if journal else None
+        dest.artefacts[base] = Artefacts(partial, journal is not None, owner)
 
 
 # -- operations on entries -------------------------------------------------------------------

@@ -1,0 +1,331 @@
+"""Uploads in a directory: data, a crash-safe record of what is durable, and atomic promotion.
+
+Layout under the served directory ``DIR``::
+
+    DIR/.onward-uploads/.lock        flock: one server per directory
+    DIR/.onward-uploads/ID.part      the bytes received so far
+    DIR/.onward-uploads/ID.info      the upload's record (below)
+    DIR/ID                           a finished upload, renamed here from ID.part
+    DIR/ID.json                      its metadata, written (fsync + rename) before that rename
+
+The record reuses onward's journal framing (``onward.core.journal``: the preamble, then
+self-checking records, a torn last record detected and ignored). Its first record is an
+UPLOAD record (JSON: length, metadata, expiry, ...); then OFFSET records, each written
+only after ``fdatasync`` of the data it claims, so the offset a restarted server reports
+is never ahead of the bytes on disk; LENGTH (a deferred length became known), COMPLETE,
+PROMOTED and HOOKED mark the last steps. An append overwrites a torn tail rather than
+writing after it, so one bad record never hides the good ones after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.journal import DecodeError, frame, frames, preamble
+from ..endpoints.local import fsync_dir
+from ..errors import DestinationError, DurabilityError, from_oserror
+from .protocol import valid_id
+
+__all__ = ["STAGING", "Store", "Upload"]
+
+STAGING = ".onward-uploads"
+KIND_UPLOAD = 8  # kinds 1-3 are a file journal's, 4-6 a tree journal's
+KIND_OFFSET = 9
+KIND_LENGTH = 10
+KIND_COMPLETE = 11
+KIND_PROMOTED = 12
+KIND_HOOKED = 13
+_U64 = struct.Struct("<Q")
+COPY_BLOCK = 1 << 20
+
+
+@dataclass
+class Upload:
+    """What the server knows about one upload; ``offset`` is always durable."""
+
+    id: str
+    length: int | None
+    metadata: dict[str, str | None]
+    created: float
+    expires: float
+    concat: str | None = None  # "partial", "final" or None
+    parts: list[str] = field(default_factory=list)
+    repr_digest: tuple[str, str] | None = None  # (hashlib name, hex) of Repr-Digest at creation
+    content_type: str | None = None
+    offset: int = 0
+    complete: bool = False
+    promoted: bool = False
+    hooked: bool = False
+    lost: bool = False  # data shorter than the durable offset: the state cannot be trusted
+    info_length: int = 0  # bytes of the record file that decoded cleanly
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "length": self.length,
+            "metadata": self.metadata,
+            "created": self.created,
+            "expires": self.expires,
+            "concat": self.concat,
+            "parts": self.parts,
+            "repr_digest": list(self.repr_digest) if self.repr_digest else None,
+            "content_type": self.content_type,
+        }
+
+    @classmethod
+    def from_header(cls, data: Any) -> Upload:
+        if not isinstance(data, dict) or not valid_id(str(data.get("id"))):
+            raise ValueError("not an upload record")
+        digest = data.get("repr_digest")
+        return cls(
+            id=data["id"],
+            length=data.get("length"),
+            metadata=dict(data.get("metadata") or {}),
+            created=float(data["created"]),
+            expires=float(data["expires"]),
+            concat=data.get("concat"),
+            parts=list(data.get("parts") or []),
+            repr_digest=(str(digest[0]), str(digest[1])) if digest else None,
+            content_type=data.get("content_type"),
+        )
+
+
+class Store:
+    """The uploads of one directory. Blocking calls: the app runs them in a worker thread."""
+
+    def __init__(self, directory: str) -> None:
+        self.root = os.path.abspath(directory)
+        self.staging = os.path.join(self.root, STAGING)
+        self._lock_fd: int | None = None
+
+    # --- paths: only ever built from ids that passed valid_id -----------------------------
+
+    def part_path(self, upload_id: str) -> str:
+        return os.path.join(self.staging, self._checked(upload_id) + ".part")
+
+    def info_path(self, upload_id: str) -> str:
+        return os.path.join(self.staging, self._checked(upload_id) + ".info")
+
+    def final_path(self, upload_id: str) -> str:
+        return os.path.join(self.root, self._checked(upload_id))
+
+    def data_path(self, upload: Upload) -> str:
+        return self.final_path(upload.id) if upload.promoted else self.part_path(upload.id)
+
+    @staticmethod
+    def _checked(upload_id: str) -> str:
+        if not valid_id(upload_id):
+            raise ValueError(f"not an upload id: {upload_id[:40]!r}")
+        return upload_id
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the staging directory and take the directory's lock (one server per directory)."""
+        if not os.path.isdir(self.root):
+            raise DestinationError(f"{self.root}: no such directory; create it first", self.root)
+        try:
+            os.makedirs(self.staging, exist_ok=True)
+            fd = os.open(os.path.join(self.staging, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise from_oserror(exc, self.staging, "creating the upload directory", source=False) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DestinationError(
+                f"{self.root}: another onward server is using this directory; stop it or serve another",
+                self.root,
+            ) from None
+        self._lock_fd = fd
+        for name in os.listdir(self.staging):
+            if name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.staging, name))
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def new_id(self) -> str:
+        while True:
+            upload_id = secrets.token_urlsafe(24)
+            if not os.path.exists(self.info_path(upload_id)):
+                return upload_id
+
+    def ids(self) -> Iterator[str]:
+        for name in os.listdir(self.staging):
+            stem, dot, ext = name.partition(".")
+            if dot and ext == "info" and valid_id(stem):
+                yield stem
+
+    # --- the record -----------------------------------------------------------------------
+
+    def create(self, upload: Upload) -> None:
+        """Write the record (temporary name, fsync, rename) and an empty data file, durably."""
+        data = preamble() + frame(KIND_UPLOAD, json.dumps(upload.header(), sort_keys=True).encode())
+        info = self.info_path(upload.id)
+        tmp = info + ".tmp"
+        try:
+            fd = os.open(
+                self.part_path(upload.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+            os.close(fd)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, info)
+            fsync_dir(info, "creating the upload")
+        except OSError as exc:
+            raise from_oserror(exc, info, "creating the upload", source=False) from None
+        upload.info_length = len(data)
+
+    def load(self, upload_id: str) -> Upload | None:
+        """The upload's record as it is on disk, or None when there is none (or it is unreadable)."""
+        try:
+            with open(self.info_path(upload_id), "rb") as f:
+                data = f.read(1 << 22)
+        except FileNotFoundError:
+            return None
+        try:
+            records = frames(data)
+            if not records or records[0][0] != KIND_UPLOAD:
+                return None
+            upload = Upload.from_header(json.loads(records[0][1]))
+        except (DecodeError, ValueError, KeyError, TypeError):
+            return None
+        if upload.id != upload_id:
+            return None
+        upload.info_length = records[0][2]
+        for kind, payload, end in records[1:]:
+            if kind in (KIND_OFFSET, KIND_LENGTH) and len(payload) == _U64.size:
+                (value,) = _U64.unpack(payload)
+                if kind == KIND_OFFSET:
+                    upload.offset = value
+                else:
+                    upload.length = value
+            elif kind == KIND_COMPLETE:
+                upload.complete = True
+            elif kind == KIND_PROMOTED:
+                upload.promoted = True
+            elif kind == KIND_HOOKED:
+                upload.hooked = True
+            else:
+                break
+            upload.info_length = end
+        if upload.complete and not upload.promoted and not os.path.exists(self.part_path(upload_id)):
+            upload.promoted = os.path.exists(self.final_path(upload_id))  # crashed between rename and record
+        try:
+            size = os.stat(self.data_path(upload)).st_size
+        except FileNotFoundError:
+            size = -1
+        upload.lost = size < upload.offset
+        return upload
+
+    def _append(self, upload: Upload, record: bytes) -> None:
+        """Write one record at the end of the clean part of the record file and make it durable."""
+        path = self.info_path(upload.id)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, record, upload.info_length)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise DurabilityError(f"{path}: recording the upload's progress failed: {exc}", path) from None
+        upload.info_length += len(record)
+
+    def record_offset(self, upload: Upload, offset: int) -> None:
+        """Call only after the data up to ``offset`` was ``fdatasync``ed."""
+        self._append(upload, frame(KIND_OFFSET, _U64.pack(offset)))
+        upload.offset = offset
+
+    def record_length(self, upload: Upload, length: int) -> None:
+        self._append(upload, frame(KIND_LENGTH, _U64.pack(length)))
+        upload.length = length
+
+    def record_complete(self, upload: Upload) -> None:
+        self._append(upload, frame(KIND_COMPLETE, b""))
+        upload.complete = True
+
+    def record_hooked(self, upload: Upload) -> None:
+        self._append(upload, frame(KIND_HOOKED, b""))
+        upload.hooked = True
+
+    # --- data -----------------------------------------------------------------------------
+
+    def open_data(self, upload: Upload) -> int:
+        """The data file for appending; anything past the durable offset is dropped first."""
+        path = self.part_path(upload.id)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            if os.fstat(fd).st_size != upload.offset:
+                os.ftruncate(fd, upload.offset)
+            return fd
+        except OSError as exc:
+            raise from_oserror(exc, path, "opening the upload", source=False) from None
+
+    def concatenate(self, final: Upload, parts: list[Upload]) -> None:
+        """Fill ``final``'s data with the parts' data, in order, and make it durable."""
+        out = os.open(self.part_path(final.id), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            pos = 0
+            for part in parts:
+                with open(self.data_path(part), "rb") as f:
+                    while block := f.read(COPY_BLOCK):
+                        os.pwrite(out, block, pos)
+                        pos += len(block)
+            os.fdatasync(out)
+        finally:
+            os.close(out)
+        self.record_offset(final, pos)
+
+    def promote(self, upload: Upload) -> str:
+        """Metadata beside the final name first, then the data by one rename, then fsync the
+        directories: a crash leaves either the partial or the whole, finished upload."""
+        final = self.final_path(upload.id)
+        meta = final + ".json"
+        body = {
+            "id": upload.id,
+            "size": upload.offset,
+            "metadata": upload.metadata,
+            "content_type": upload.content_type,
+            "created": upload.created,
+            "finished": time.time(),
+        }
+        tmp = os.path.join(self.staging, upload.id + ".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(body, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, meta)
+        os.rename(self.part_path(upload.id), final)
+        fsync_dir(final, "promoting the finished upload")
+        fsync_dir(self.part_path(upload.id), "promoting the finished upload")
+        self._append(upload, frame(KIND_PROMOTED, b""))
+        upload.promoted = True
+        return final
+
+    def remove(self, upload: Upload, *, keep_finished: bool) -> None:
+        """Forget the upload; its finished file and metadata stay unless ``keep_finished`` is False."""
+        paths = [self.part_path(upload.id), self.info_path(upload.id)]
+        if upload.promoted and not keep_finished:
+            paths += [self.final_path(upload.id), self.final_path(upload.id) + ".json"]
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        fsync_dir(self.part_path(upload.id), "removing the upload")
