@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +13,14 @@ from doubles import MemoryJournal, MemorySink, MemorySource
 from onward.core.journal import decode, encode_chunks, encode_promote
 from onward.core.plan import ChunkRecord
 from onward.engine import Transfer, digest
-from onward.errors import DurabilityError, IntegrityError, Interrupted, TransientError
+from onward.errors import (
+    DurabilityError,
+    IntegrityError,
+    Interrupted,
+    NoSpaceError,
+    OnwardError,
+    TransientError,
+)
 from onward.events import Checkpoint, Done, Event, Notice, Progress, Retry, Start
 from onward.options import Options
 
@@ -241,3 +250,130 @@ def test_a_promotion_interrupted_after_the_rename_is_finished_by_the_next_run() 
     result = Transfer(source, sink, journal, transfer.opts).run()
     assert journal.data is None and ("settle", None) in sink.log
     assert result.copied == 0 and result.resumed_from == len(data)
+
+
+# -- run(lean=True): a file of at most one chunk with no journal (a tree's batched small files) --
+
+
+def without_duration(events: list[Event]) -> list[Event]:
+    """The events with the run's duration set to 0: the one thing two runs may differ in."""
+    return [Done(replace(e.result, duration=0.0)) if isinstance(e, Done) else e for e in events]
+
+
+def logging_read_back(sink: MemorySink) -> None:
+    read_into = sink.read_into
+
+    def logged(offset: int, buf: memoryview) -> int:
+        sink.log.append(("read-back", offset))
+        return read_into(offset, buf)
+
+    sink.read_into = logged  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("verify", ["fast", "none"])
+@pytest.mark.parametrize("size", [0, 1, 1000, CHUNK, 3 * CHUNK + 5])
+def test_the_lean_path_gives_the_general_loops_result_and_events(size: int, verify: str) -> None:
+    data = os.urandom(size)
+    outcomes, logs = [], []
+    for lean in (False, True):
+        _, sink, _, events, transfer = make(data, verify=verify)
+        logging_read_back(sink)
+        result = transfer.run(lean=lean)
+        outcomes.append(
+            (replace(result, duration=0.0), without_duration(events), sink.final, sink.promoted_with)
+        )
+        logs.append(sink.log)
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][2] == data and outcomes[1][0].copied == size
+    if size <= CHUNK:  # one pass: no journal, data synced (and read back) before the promotion
+        copied = [("read", 0), ("write", 0), ("sync", None)] if size else []
+        read_back = [("read-back", 0)] if size and verify == "fast" else []
+        assert logs[1] == [*copied, *read_back, ("promote", None), ("close-source", None)]
+    else:  # more than one chunk: the general loop, journal and all
+        assert any(op == "journal-create" for op, _ in logs[1])
+
+
+def lands_wrong_once(source: MemorySource, sink: MemorySink) -> bytes:
+    """The first write puts a wrong byte in the partial: its read-back differs."""
+    write, writes = sink.write, []
+
+    def wrong_once(offset: int, data: memoryview) -> None:
+        write(offset, data)
+        writes.append(offset)
+        if len(writes) == 1 and sink.partial is not None:
+            sink.partial[0] ^= 0xFF
+
+    sink.write = wrong_once  # type: ignore[method-assign]
+    return source.data
+
+
+def cut_before_the_first_read(source: MemorySource, sink: MemorySink) -> bytes:
+    """The source loses its second half after its identity was taken: the read comes up short."""
+    half = source.data[: len(source.data) // 2]
+
+    def cut(offset: int) -> None:
+        if source.version == 1:
+            source.replace(half)
+
+    source.fail_read = cut
+    return half
+
+
+def replaced_during_the_read(source: MemorySource, sink: MemorySink) -> bytes:
+    """The source is replaced (same size) just after it was read: its identity changes."""
+    new = os.urandom(len(source.data))
+    source.on_read = lambda src, offset: src.replace(new) if src.version == 1 else None
+    return new
+
+
+@pytest.mark.parametrize("trouble", [lands_wrong_once, cut_before_the_first_read, replaced_during_the_read])
+def test_the_lean_path_falls_back_to_the_general_loop_and_ends_correct(
+    trouble: Callable[[MemorySource, MemorySink], bytes],
+) -> None:
+    source, sink, journal, events, transfer = make(os.urandom(CHUNK - 10))
+    expected = trouble(source, sink)
+    result = transfer.run(lean=True)
+    assert sink.final == expected and result.copied == len(expected) and result.size == len(expected)
+    _, _, _, reference, general = make(expected)
+    assert result.digest == general.run().digest
+    assert any(op == "journal-create" for op, _ in journal.log)  # the general loop finished it
+    starts = [e for e in events if isinstance(e, Start)]
+    assert starts == [Start("/src", "/dst", len(expected), 0, CHUNK)]  # nothing reported before
+    assert [type(e) for e in events if not isinstance(e, Notice)] == [
+        type(e) for e in reference if not isinstance(e, Notice)
+    ]
+    misread = [e for e in events if isinstance(e, Notice) and "read back wrong" in e.message]
+    assert len(misread) == (trouble is lands_wrong_once)
+
+
+def no_space(offset: int) -> None:
+    raise NoSpaceError("/dst.partial: write: No space left on device", "/dst.partial")
+
+
+def ctrl_c(offset: int) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("fault", ["ctrl-c", "no space", "fsync"])
+def test_the_lean_path_stops_and_fails_as_the_general_loop(fault: str) -> None:
+    data = os.urandom(CHUNK // 2)
+    outcomes = []
+    for lean in (False, True):
+        _, sink, _, _, transfer = make(data)
+        if fault == "fsync":
+            sink.fail_sync = True
+        else:
+            sink.on_write = ctrl_c if fault == "ctrl-c" else no_space
+        with pytest.raises(OnwardError) as info:
+            transfer.run(lean=lean)
+        error = info.value
+        outcomes.append((type(error), str(error), error.path, error.exit_code, vars(error), sink.final))
+    assert outcomes[0] == outcomes[1]
+    kind, message, _, exit_code, _, final = outcomes[1]
+    assert final is None
+    if fault == "ctrl-c":
+        assert kind is Interrupted and exit_code == 130 and "run the same command again" in message
+    elif fault == "no space":
+        assert kind is NoSpaceError and "2.0 KiB more needed" in message and "partial is kept" in message
+    else:
+        assert kind is DurabilityError

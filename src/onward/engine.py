@@ -71,6 +71,7 @@ class Transfer:
         self.committed: dict[int, ChunkRecord] = {}
         self.pending: list[ChunkRecord] = []  # written, not yet synced and journaled
         self.copied = 0
+        self.resumed_from = 0  # bytes durable before this run
         self.buf = aligned_buffer(options.chunk_size)
 
     # -- reporting -----------------------------------------------------------
@@ -93,32 +94,14 @@ class Transfer:
 
     # -- the run -------------------------------------------------------------
 
-    def run(self) -> CopyResult:
+    def run(self, *, lean: bool = False) -> CopyResult:
+        """Copy, resuming what an earlier run left. ``lean``: the caller keeps no journal of this
+        copy that a later run could resume (a batched file of a tree: ``endpoints.batch``); a
+        source of at most one chunk is then copied in one pass (``copy_single``)."""
         started = self.clock()
         try:
-            finished_earlier = self.prepare(self.source.identity())
-            resumed_from = self.durable
-            self.emit(
-                Start(
-                    self.source.name, self.sink.name, self.plan.total_size, resumed_from, self.plan.chunk_size
-                )
-            )
-            if not finished_earlier:
-                self.life.step(Step.PLANNED)
-                while self.life.state is not State.PROMOTING:
-                    self.copy_with_retries()
-                    self.life.step(Step.COPIED)
-                    if self.verify():
-                        self.life.step(Step.VERIFIED)
-                    elif self.life.step(Step.DAMAGED) is State.FAILED:
-                        raise IntegrityError(
-                            f"{self.source.name}: the source kept changing (or the copy kept failing "
-                            f"verification) over {self.life.max_rounds} rounds; nothing was promoted, "
-                            "re-run when it is stable",
-                            self.source.name,
-                        )
-                self.promote()
-                self.life.step(Step.PROMOTED)
+            if not (lean and self.copy_single(self.source.identity())):
+                self.copy_all()
         except KeyboardInterrupt:
             self.life.step(Step.INTERRUPT)
             raise self.interrupted() from None
@@ -138,13 +121,90 @@ class Transfer:
             source=self.source.name,
             destination=self.sink.name,
             size=self.plan.total_size,
-            resumed_from=resumed_from,
+            resumed_from=self.resumed_from,
             copied=self.copied,
             digest=xxhash.xxh3_128(joined).hexdigest(),
             duration=self.clock() - started,
         )
         self.emit(Done(result))
         return result
+
+    def copy_all(self) -> None:
+        """The general loop: prepare or resume, copy, verify (in rounds), promote."""
+        finished_earlier = self.prepare(self.source.identity())
+        self.resumed_from = self.durable
+        self.announce()
+        if finished_earlier:
+            return
+        self.life.step(Step.PLANNED)
+        while self.life.state is not State.PROMOTING:
+            self.copy_with_retries()
+            self.life.step(Step.COPIED)
+            if self.verify():
+                self.life.step(Step.VERIFIED)
+            elif self.life.step(Step.DAMAGED) is State.FAILED:
+                raise IntegrityError(
+                    f"{self.source.name}: the source kept changing (or the copy kept failing "
+                    f"verification) over {self.life.max_rounds} rounds; nothing was promoted, "
+                    "re-run when it is stable",
+                    self.source.name,
+                )
+        self.promote()
+        self.life.step(Step.PROMOTED)
+
+    def copy_single(self, current: Identity) -> bool:
+        """A source of at most one chunk with nothing to resume, in one pass: no journal (the
+        caller keeps none: ``run(lean=True)``), no reader thread, no verification rounds.
+
+        The general loop's steps, in its order: read and digest, write, sync, read back, check
+        the source's identity, promote; then the events and the result the general loop gives.
+        False, before anything is promoted or any progress reported, when it does not apply or
+        anything is amiss (a short read, a read-back that differs, a source that changed): the
+        general loop then starts the copy over and deals with it as with any other copy. Errors
+        and Ctrl-C leave it as they leave the general loop (``run``'s except clauses).
+        """
+        if (
+            current.size > self.opts.chunk_size
+            or self.source.connections != 1
+            or self.opts.verify == "full"  # re-reads of the source: the general loop's verify()
+            or self.final_check is not None
+            or self.journal.read() is not None
+        ):
+            return False
+        self.begin(current)
+        size, records = current.size, []
+        if size:
+            view = self.buf[:size]
+            if self.source.read_into(0, view) != size:
+                return False
+            records.append(ChunkRecord(0, size, digest(view)))
+            self.sink.write(0, view)
+            self.sink.sync()
+            if self.reads_back and self.check(self.sink.read_into, records):
+                self.read_back_wrong(1)
+                return False
+        if not matches(current, self.source.identity()):
+            return False
+        # No truncate: begin() emptied the partial, which now holds exactly the bytes just written.
+        self.committed = {r.index: r for r in records}
+        self.promote_sink()
+        self.copied = size
+        self.announce()
+        if records:
+            self.emit(Progress(self.sink.name, size, size, size))
+            self.emit(Checkpoint(self.sink.name, size, size))
+        return True
+
+    def announce(self) -> None:
+        self.emit(
+            Start(
+                self.source.name,
+                self.sink.name,
+                self.plan.total_size,
+                self.resumed_from,
+                self.plan.chunk_size,
+            )
+        )
 
     def salvage(self) -> None:
         """Checkpoint the chunks fully written before a stop or an error, if that still works."""
@@ -207,6 +267,11 @@ class Transfer:
         return False
 
     def start_fresh(self, current: Identity) -> None:
+        self.begin(current)
+        self.journal.create(encode_start(self.header_or_fail()))
+
+    def begin(self, current: Identity) -> None:
+        """A plan for the source as it is now, nothing committed, an empty partial."""
         self.header = Header(
             source=self.source.name,
             destination=self.sink.name,
@@ -217,7 +282,6 @@ class Transfer:
         )
         self.committed = {}
         self.sink.reset()
-        self.journal.create(encode_start(self.header))
 
     def check_owner(self, header: Header, current: Identity) -> None:
         if header.destination != self.sink.name:
@@ -353,6 +417,15 @@ class Transfer:
                     since, last, base = 0, self.clock(), self.durable
         self.checkpoint()
 
+    @property
+    def reads_back(self) -> bool:
+        """Whether written chunks are read back after their sync (not with ``--verify none``,
+        nor into a remote sink: docs/UPLOAD.md)."""
+        return self.opts.verify != "none" and self.sink.can_read_back
+
+    def read_back_wrong(self, count: int) -> None:
+        self.notice(f"{count} chunk(s) read back wrong after writing; copying them again")
+
     def checkpoint(self) -> None:
         """Sync the data, read it back, then journal the chunks that read back intact.
 
@@ -364,11 +437,10 @@ class Transfer:
         if not self.pending:
             return
         self.sink.sync()
-        unread = self.opts.verify == "none" or not self.sink.can_read_back  # remote: docs/UPLOAD.md
-        bad = set() if unread else set(self.check(self.sink.read_into, self.pending))
+        bad = set(self.check(self.sink.read_into, self.pending)) if self.reads_back else set()
         good = [r for r in self.pending if r.index not in bad]
         if bad:
-            self.notice(f"{len(bad)} chunk(s) read back wrong after writing; copying them again")
+            self.read_back_wrong(len(bad))
         if good:
             self.journal.append(encode_chunks(good))
             self.committed.update((r.index, r) for r in good)
@@ -409,9 +481,12 @@ class Transfer:
 
     def promote(self) -> None:
         self.journal.append(encode_promote(self.sink.token()))
+        self.promote_sink()
+        self.journal.remove()
+
+    def promote_sink(self) -> None:
         attrs = self.source.attributes()
         self.sink.promote(
             attrs.mode if self.opts.preserve_mode else None,
             attrs.times_ns if self.opts.preserve_times else None,
         )
-        self.journal.remove()

@@ -6,11 +6,12 @@ same command again always resumes the same copy. One run: list both trees
 (``endpoints.localtree``), let ``core.tree.plan_tree`` decide, then carry the
 plan out. Every regular file goes through ``engine.Transfer``, the one copy
 loop: big files with their own chunk journal beside them (so the file in flight
-resumes from its last checkpoint), files of at most one chunk in batches made
-durable together (``endpoints.batch``). The tree journal (``core.treejournal``)
-marks files done only once their data, rename and directory entry are durable.
-A failed entry does not stop the tree: the rest is copied and
-``PartialCopyError`` (exit 23) lists the failures at the end.
+resumes from its last checkpoint), files of at most one chunk in one pass each
+(``Transfer.run(lean=True)``), in batches made durable together
+(``endpoints.batch``). The tree journal (``core.treejournal``) marks files done
+only once their data, rename and directory entry are durable. A failed entry
+does not stop the tree: the rest is copied and ``PartialCopyError`` (exit 23)
+lists the failures at the end.
 """
 
 from __future__ import annotations
@@ -630,7 +631,7 @@ class TreeCopy:
             except BaseException:
                 source.close()
                 raise
-            Transfer(source, sink, journal, self.options_for(copy), [relay]).run()
+            Transfer(source, sink, journal, self.options_for(copy), [relay]).run(lean=copy.batched)
         except (NoSpaceError, DurabilityError, Interrupted):
             raise  # these stop the whole tree: every later file would fail the same way
         except OnwardError as exc:
