@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import pytest
 import xxhash
+from crashsim import MUTATING  # every call that can change a file (kill and inject points)
 
 from onward.core.journal import DecodeError, decode
 
@@ -41,38 +42,7 @@ WORKERS = max(1, min(4, os.cpu_count() or 1))  # cases run side by side, each in
 ONWARD = [sys.executable, "-m", "onward"]
 TIMEOUT = 120  # seconds for one run of the CLI, strace included
 
-# Every system call that can change a file or make a change durable. Only those onward
-# really makes show up in a trace (see ``kill_points``), so a rework that starts using,
-# say, fallocate or copy_file_range is covered without touching the tests.
-MUTATING = (
-    "open",
-    "openat",
-    "creat",
-    "write",
-    "writev",
-    "pwrite64",
-    "pwritev",
-    "pwritev2",
-    "ftruncate",
-    "truncate",
-    "fallocate",
-    "fsync",
-    "fdatasync",
-    "sync_file_range",
-    "rename",
-    "renameat",
-    "renameat2",
-    "link",
-    "linkat",
-    "unlink",
-    "unlinkat",
-    "chmod",
-    "fchmod",
-    "fchmodat",
-    "utimensat",
-    "copy_file_range",
-    "sendfile",
-)
+
 # Calls whose first argument is a path (or dirfd + path), not a file descriptor.
 PATH_CALLS = frozenset(
     {

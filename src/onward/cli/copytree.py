@@ -32,7 +32,7 @@ from ..events import (
     TreeStart,
 )
 from ..units import format_size
-from .render import PROGRESS_EVERY, RichProgress, report_error
+from .render import PROGRESS_EVERY, RichProgress, report_error, rich_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 23
 
@@ -150,26 +150,7 @@ class TreeBar(Subscriber):
     """A bar on a terminal: files done/total, bytes, rate, ETA; ``rich`` is imported only here."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.console = Console(stderr=True)
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            TextColumn("{task.fields[files]}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
+        self.console, self.bar = rich_bar("files")
         self.task: Any = None
         self.files = 0
 

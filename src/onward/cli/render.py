@@ -127,30 +127,37 @@ class TextProgress(Subscriber):
         sys.stderr.write(summary(event.result) + "\n")
 
 
+def rich_bar(*fields: str) -> tuple[Any, Any]:
+    """A ``rich`` console on stderr and a bar on it: description, the task ``fields`` named,
+    bar, bytes, rate, ETA. ``rich`` is imported only here, when a terminal shows a bar."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        *(TextColumn(f"{{task.fields[{name}]}}") for name in fields),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    return console, bar
+
+
 class RichProgress(Subscriber):
     """A progress bar with bytes, rate and ETA on a terminal; ``rich`` is imported only here."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self.console = Console(stderr=True)
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        self.console, self.bar = rich_bar()
         self.task: Any = None
 
     def on_start(self, event: Start) -> None:

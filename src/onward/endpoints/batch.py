@@ -103,18 +103,12 @@ class BatchSink(LocalSink):
         """Nothing yet: the batch makes this partial durable before anything relies on it."""
 
     def promote(self, mode: int | None, times_ns: tuple[int, int] | None) -> None:
-        try:
-            if mode is None:
-                umask = os.umask(0)
-                os.umask(umask)
-                mode = 0o666 & ~umask
-            os.fchmod(self._fd, mode)
-            if times_ns is not None:
-                os.utime(self._fd, ns=times_ns)
-            if not HAVE_SYNCFS:
+        self.apply_metadata(mode, times_ns)
+        if not HAVE_SYNCFS:
+            try:
                 os.fsync(self._fd)
-        except OSError as exc:
-            self._fail(exc, "set permissions and times")
+            except OSError as exc:
+                self._fail(exc, "set permissions and times")
         self.ready = True
 
     def settle(self) -> None:

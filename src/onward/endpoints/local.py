@@ -275,8 +275,8 @@ class LocalSink:
         # the partial is on now, the inode decides.
         return st.st_ino == token.inode and st.st_dev in (token.device, os.fstat(self._fd).st_dev)
 
-    def promote(self, mode: int | None, times_ns: tuple[int, int] | None) -> None:
-        """chmod and utime, fsync, rename onto the final name, fsync the directory."""
+    def apply_metadata(self, mode: int | None, times_ns: tuple[int, int] | None) -> None:
+        """The source's permission bits (``None``: what the umask gives a new file) and times."""
         try:
             if mode is None:
                 umask = os.umask(0)
@@ -287,6 +287,10 @@ class LocalSink:
                 os.utime(self._fd, ns=times_ns)
         except OSError as exc:
             self._fail(exc, "set permissions and times")
+
+    def promote(self, mode: int | None, times_ns: tuple[int, int] | None) -> None:
+        """chmod and utime, fsync, rename onto the final name, fsync the directory."""
+        self.apply_metadata(mode, times_ns)
         try:
             os.fsync(self._fd)
         except OSError as exc:
