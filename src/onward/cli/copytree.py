@@ -32,7 +32,7 @@ from ..events import (
     TreeStart,
 )
 from ..units import format_size
-from .render import PROGRESS_EVERY, RichProgress, report_error, rich_bar
+from .render import PROGRESS_EVERY, ProgressLine, RichProgress, report_error, rich_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 23
 
@@ -122,28 +122,19 @@ class TreeText(Subscriber):
     """Progress lines on stderr (``--progress`` off a terminal)."""
 
     def __init__(self) -> None:
-        self.last = 0.0
-        self.began = time.monotonic()
+        self.line = ProgressLine()
 
     def on_tree_start(self, event: TreeStart) -> None:
-        self.began = time.monotonic()
+        self.line.began = time.monotonic()
         if event.files_done:
             sys.stderr.write(
                 f"onward: {event.destination}: {event.files_done} of {event.files} files already done\n"
             )
 
     def on_tree_progress(self, event: TreeProgress) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY and event.done != event.total:
-            return
-        self.last = now
-        rate = event.copied / max(now - self.began, 1e-9)
-        eta = (event.total - event.done) / rate if rate else 0.0
-        pct = 100 * event.done // event.total if event.total else 100
-        sys.stderr.write(
-            f"onward: {event.files_done}/{event.files} files, {format_size(event.done)} of "
-            f"{format_size(event.total)} ({pct}%) {format_size(rate)}/s ETA {eta:.0f}s\n"
-        )
+        line = self.line(event.done, event.total, event.copied)
+        if line:
+            sys.stderr.write(f"onward: {event.files_done}/{event.files} files, {line}\n")
 
 
 class TreeBar(Subscriber):

@@ -94,16 +94,33 @@ def summary(result: CopyResult) -> str:
     )
 
 
-class TextProgress(Subscriber):
-    """Plain progress lines on stderr, for ``--progress`` off a terminal."""
+class ProgressLine:
+    """The text progress line (``X of Y (P%) R/s ETA Ss``) of a file or a tree copy, at most
+    every ``PROGRESS_EVERY`` seconds and at the end."""
 
     def __init__(self) -> None:
         self.last = 0.0
         self.began = time.monotonic()
-        self.resumed = 0
+
+    def __call__(self, done: int, total: int, copied: int) -> str | None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY and done != total:
+            return None
+        self.last = now
+        rate = copied / max(now - self.began, 1e-9)
+        eta = (total - done) / rate if rate else 0.0
+        pct = 100 * done // total if total else 100
+        return f"{format_size(done)} of {format_size(total)} ({pct}%) {format_size(rate)}/s ETA {eta:.0f}s"
+
+
+class TextProgress(Subscriber):
+    """Plain progress lines on stderr, for ``--progress`` off a terminal."""
+
+    def __init__(self) -> None:
+        self.line = ProgressLine()
 
     def on_start(self, event: Start) -> None:
-        self.began, self.resumed = time.monotonic(), event.resumed_from
+        self.line.began = time.monotonic()
         if event.resumed_from:
             sys.stderr.write(
                 f"onward: {event.destination}: resumed at {format_size(event.resumed_from)} "
@@ -111,17 +128,9 @@ class TextProgress(Subscriber):
             )
 
     def on_progress(self, event: Progress) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY and event.done != event.total:
-            return
-        self.last = now
-        rate = event.copied / max(now - self.began, 1e-9)
-        eta = (event.total - event.done) / rate if rate else 0.0
-        pct = 100 * event.done // event.total if event.total else 100
-        sys.stderr.write(
-            f"onward: {format_size(event.done)} of {format_size(event.total)} ({pct}%) "
-            f"{format_size(rate)}/s ETA {eta:.0f}s\n"
-        )
+        line = self.line(event.done, event.total, event.copied)
+        if line:
+            sys.stderr.write(f"onward: {line}\n")
 
     def on_done(self, event: Done) -> None:
         sys.stderr.write(summary(event.result) + "\n")
