@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import replace
 
 import pytest
 
@@ -34,7 +33,7 @@ def make(
     log: list[tuple[str, object]] = []
     source, sink, journal = MemorySource(data, log), MemorySink(log), MemoryJournal(log)
     events: list[Event] = []
-    options = Options(**{**OPTS.__dict__, **opts})  # type: ignore[arg-type]
+    options = OPTS._replace(**opts)  # type: ignore[arg-type]
     transfer = Transfer(
         source, sink, journal, options, [events.append], sleep=lambda s: None, jitter=lambda: 0.0
     )
@@ -257,7 +256,7 @@ def test_a_promotion_interrupted_after_the_rename_is_finished_by_the_next_run() 
 
 def without_duration(events: list[Event]) -> list[Event]:
     """The events with the run's duration set to 0: the one thing two runs may differ in."""
-    return [Done(replace(e.result, duration=0.0)) if isinstance(e, Done) else e for e in events]
+    return [Done(e.result._replace(duration=0.0)) if isinstance(e, Done) else e for e in events]
 
 
 def logging_read_back(sink: MemorySink) -> None:
@@ -280,7 +279,7 @@ def test_the_lean_path_gives_the_general_loops_result_and_events(size: int, veri
         logging_read_back(sink)
         result = transfer.run(lean=lean)
         outcomes.append(
-            (replace(result, duration=0.0), without_duration(events), sink.final, sink.promoted_with)
+            (result._replace(duration=0.0), without_duration(events), sink.final, sink.promoted_with)
         )
         logs.append(sink.log)
     assert outcomes[0] == outcomes[1]

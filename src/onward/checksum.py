@@ -9,10 +9,13 @@ The engine calls it as the last step of verification (``Transfer(final_check=...
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from .core.http import Expected
 from .endpoints.direct import aligned_buffer
 from .errors import IntegrityError
+
+if TYPE_CHECKING:
+    from .core.http import Expected
 
 __all__ = ["FinalCheck", "check_digests", "final_check"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 
 from .checksum import final_check
 from .core.http import Expected, name_from_url, parse_checksum, safe_filename
@@ -101,7 +100,7 @@ def download(url: str, dst: str, opts: Options, listeners: Sequence[Listener] = 
         )
         if opts.verify == "full":
             emit(Notice(target, "--verify full needs byte ranges to read the source again: using fast"))
-            opts = replace(opts, verify="fast")
+            opts = opts._replace(verify="fast")
     given: list[Expected] = [parse_checksum(opts.checksum)] if opts.checksum else []
     check = final_check(lambda: [*given, *source.digests], target)
     return Transfer(source, sink, LocalJournal(target), opts, listeners, final_check=check).run()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 
 import xxhash
 
@@ -344,7 +343,7 @@ class Transfer:
 
     def rebase(self, current: Identity, why: str) -> None:
         """Adopt the source as it is now, keeping only committed chunks it still holds."""
-        self.header = replace(self.header_or_fail(), identity=current, total_size=current.size)
+        self.header = self.header_or_fail()._replace(identity=current, total_size=current.size)
         if not self.source.recheck_on_change:
             # Re-checking a remote source's chunks would download them again: start over instead.
             self.committed = {}

@@ -5,11 +5,8 @@ The engine reports what happens as typed events; a caller watches by passing
 callable that receives every event. Nothing in the library prints.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import NamedTuple
 
 __all__ = [
     "Checkpoint",
@@ -31,8 +28,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class CopyResult:
+class CopyResult(NamedTuple):
     """What one finished copy did."""
 
     source: str
@@ -44,60 +40,71 @@ class CopyResult:
     duration: float  # seconds
 
 
-@dataclass(frozen=True)
-class Start:
-    kind: ClassVar[str] = "start"
+class Start(NamedTuple):
     source: str
     destination: str
     total: int
     resumed_from: int
     chunk_size: int
 
+    @property
+    def kind(self) -> str:
+        return "start"
 
-@dataclass(frozen=True)
-class Progress:
-    kind: ClassVar[str] = "progress"
+
+class Progress(NamedTuple):
     destination: str
     done: int  # bytes in the partial, resumed ones included
     total: int
     copied: int  # bytes moved by this run
 
+    @property
+    def kind(self) -> str:
+        return "progress"
 
-@dataclass(frozen=True)
-class Checkpoint:
-    kind: ClassVar[str] = "checkpoint"
+
+class Checkpoint(NamedTuple):
     destination: str
     committed: int  # bytes durable and recorded in the journal
     total: int
 
+    @property
+    def kind(self) -> str:
+        return "checkpoint"
 
-@dataclass(frozen=True)
-class Retry:
-    kind: ClassVar[str] = "retry"
+
+class Retry(NamedTuple):
     destination: str
     attempt: int
     delay: float
     error: str
 
+    @property
+    def kind(self) -> str:
+        return "retry"
 
-@dataclass(frozen=True)
-class Notice:
-    kind: ClassVar[str] = "notice"
+
+class Notice(NamedTuple):
     destination: str
     message: str
 
+    @property
+    def kind(self) -> str:
+        return "notice"
 
-@dataclass(frozen=True)
-class Done:
-    kind: ClassVar[str] = "done"
+
+class Done(NamedTuple):
     result: CopyResult
+
+    @property
+    def kind(self) -> str:
+        return "done"
 
 
 # -- directory trees (onward.copy_tree; docs/CLI.md, "--json events of a tree") ----------
 
 
-@dataclass(frozen=True)
-class TreeResult:
+class TreeResult(NamedTuple):
     """What one run of a tree copy did. Paths in ``failed`` are absolute."""
 
     source: str
@@ -117,9 +124,7 @@ class TreeResult:
     duration: float
 
 
-@dataclass(frozen=True)
-class TreeStart:
-    kind: ClassVar[str] = "tree-start"
+class TreeStart(NamedTuple):
     source: str
     destination: str
     files: int
@@ -127,13 +132,15 @@ class TreeStart:
     files_done: int  # already done before this run (not read again)
     bytes_done: int
 
+    @property
+    def kind(self) -> str:
+        return "tree-start"
 
-@dataclass(frozen=True)
-class FileDone:
+
+class FileDone(NamedTuple):
     """One entry made, replaced or removed: ``action`` is copied, linked, symlinked, updated
     (permission bits only), verified (--verify full found it intact) or deleted."""
 
-    kind: ClassVar[str] = "file"
     path: str  # relative to the roots
     action: str
     size: int
@@ -142,28 +149,38 @@ class FileDone:
     files_done: int
     files: int
 
+    @property
+    def kind(self) -> str:
+        return "file"
 
-@dataclass(frozen=True)
-class FileFailed:
-    kind: ClassVar[str] = "file-error"
+
+class FileFailed(NamedTuple):
     path: str  # absolute path of the source or destination entry at fault
     message: str
 
+    @property
+    def kind(self) -> str:
+        return "file-error"
 
-@dataclass(frozen=True)
-class TreeProgress:
-    kind: ClassVar[str] = "tree-progress"
+
+class TreeProgress(NamedTuple):
     files_done: int
     files: int
     done: int  # bytes in place, done-before included
     total: int
     copied: int  # bytes moved by this run
 
+    @property
+    def kind(self) -> str:
+        return "tree-progress"
 
-@dataclass(frozen=True)
-class TreeDone:
-    kind: ClassVar[str] = "summary"
+
+class TreeDone(NamedTuple):
     result: TreeResult
+
+    @property
+    def kind(self) -> str:
+        return "summary"
 
 
 Event = (
@@ -221,30 +238,24 @@ class Subscriber:
 Listener = Subscriber | Callable[[Event], None]
 
 
+# The Subscriber method each kind of event goes to.
+HANDLERS: dict[type[Event], str] = {
+    Start: "on_start",
+    Progress: "on_progress",
+    Checkpoint: "on_checkpoint",
+    Retry: "on_retry",
+    Notice: "on_notice",
+    Done: "on_done",
+    TreeStart: "on_tree_start",
+    FileDone: "on_file",
+    FileFailed: "on_file_error",
+    TreeProgress: "on_tree_progress",
+    TreeDone: "on_tree_done",
+}
+
+
 def dispatch(listener: Listener, event: Event) -> None:
-    if not isinstance(listener, Subscriber):
+    if isinstance(listener, Subscriber):
+        getattr(listener, HANDLERS[type(event)])(event)
+    else:
         listener(event)
-        return
-    match event:
-        case Start():
-            listener.on_start(event)
-        case Progress():
-            listener.on_progress(event)
-        case Checkpoint():
-            listener.on_checkpoint(event)
-        case Retry():
-            listener.on_retry(event)
-        case Notice():
-            listener.on_notice(event)
-        case Done():
-            listener.on_done(event)
-        case TreeStart():
-            listener.on_tree_start(event)
-        case FileDone():
-            listener.on_file(event)
-        case FileFailed():
-            listener.on_file_error(event)
-        case TreeProgress():
-            listener.on_tree_progress(event)
-        case TreeDone():
-            listener.on_tree_done(event)

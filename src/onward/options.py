@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .errors import UsageError
 
@@ -14,8 +13,7 @@ MiB = 1 << 20
 MAX_CONNECTIONS = 16
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """The knobs of one copy. The checkpoint default was measured (docs/PERFORMANCE.md): with
     direct I/O an ``fdatasync`` finds no dirty pages to flush, and a 2 GiB copy took no longer
     with 16 MiB checkpoints than with 64 MiB ones, while an interruption loses a quarter of
@@ -38,8 +36,7 @@ class Options:
 
     @classmethod
     def build(cls, **given: Any) -> Options:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(given) - known)
+        unknown = sorted(set(given) - set(cls._fields))
         if unknown:
             raise UsageError(f"unknown option(s): {', '.join(unknown)}")
         opts = cls(**given)

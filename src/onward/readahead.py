@@ -16,8 +16,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
+from typing import NamedTuple
 
 from .endpoints.direct import aligned_buffer
 
@@ -30,9 +30,8 @@ POLL = 0.05  # seconds a blocked worker waits before looking at the stop flag ag
 JOIN_WAIT = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    index: int
+class Chunk(NamedTuple):
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing calls
     view: memoryview  # exactly the bytes read; fewer than planned means the source got shorter
     digest: bytes
     short: bool

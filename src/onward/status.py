@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .core.journal import DecodeError, decode
 from .core.plan import without
@@ -18,8 +17,7 @@ from .errors import DestinationError, SourceError, from_oserror
 __all__ = ["Unfinished", "find_unfinished", "remove_unfinished"]
 
 
-@dataclass(frozen=True)
-class Unfinished:
+class Unfinished(NamedTuple):
     """An unfinished copy: a journal, a partial, or both, beside ``destination``."""
 
     destination: str
@@ -73,23 +71,23 @@ def _describe(destination: str) -> Unfinished:
         partial=partial if has_partial else None,
     )
     if not has_journal:
-        return dataclasses.replace(found, problem="partial without a journal")
+        return found._replace(problem="partial without a journal")
     try:
         with open(journal, "rb") as fh:
             loaded = decode(fh.read())
     except (OSError, DecodeError) as exc:
-        return dataclasses.replace(found, problem=f"journal unreadable: {exc}")
+        return found._replace(problem=f"journal unreadable: {exc}")
     header = loaded.header
     if is_upload_url(header.destination):  # an upload's journal, in the state directory: no partial
         done = header.plan.committed_bytes(loaded.chunks)
-        found = dataclasses.replace(found, destination=header.destination)
-        return dataclasses.replace(found, source=header.source, size=header.total_size, done=done)
+        found = found._replace(destination=header.destination)
+        return found._replace(source=header.source, size=header.total_size, done=done)
     done = 0
     if has_partial:
         plan, chunks = header.plan, loaded.chunks
         cut = plan.beyond(chunks, os.stat(partial).st_size)  # a partial cut short behind our back
         done = plan.committed_bytes(without(chunks, cut))
-    return dataclasses.replace(found, source=header.source, size=header.total_size, done=done)
+    return found._replace(source=header.source, size=header.total_size, done=done)
 
 
 def find_uploads() -> list[Unfinished]:

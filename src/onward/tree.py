@@ -21,7 +21,6 @@ import errno
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from .core.journal import DecodeError
@@ -404,7 +403,7 @@ class TreeCopy:
 
     def rewrite(self, loaded: TreeDecoded) -> None:
         records = b"".join(encode_done(path, stamp) for path, stamp in loaded.done.items())
-        self.journal.create(encode_tree_start(replace(loaded.header, follow_symlinks=self.follow)) + records)
+        self.journal.create(encode_tree_start(loaded.header._replace(follow_symlinks=self.follow)) + records)
 
     def open_journal(self, plan: TreePlan) -> None:
         counts = encode_counts(Counts(plan.files, plan.bytes, plan.unchanged_files, plan.unchanged_bytes))
@@ -581,7 +580,7 @@ class TreeCopy:
             self.file_done(copy.path, "verified", copy.size)
             return True
         self.notice(display(self.dst(copy.path)), "differs from the source (--verify full); copying it again")
-        self.copy(replace(copy, reason="differs"))
+        self.copy(copy._replace(reason="differs"))
         return False
 
     # -- regular files: one engine.Transfer each ---------------------------------------------
@@ -595,7 +594,7 @@ class TreeCopy:
         chunk = min(chunk, self.opts.chunk_size)
         opts = self.small_options.get(chunk)
         if opts is None:
-            opts = self.small_options[chunk] = replace(self.opts, chunk_size=chunk, restart=False)
+            opts = self.small_options[chunk] = self.opts._replace(chunk_size=chunk, restart=False)
         return opts
 
     def copy(self, copy: CopyFile) -> None:

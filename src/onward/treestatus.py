@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import replace
 
 from .core.journal import DecodeError, decode
 from .core.plan import without
@@ -90,13 +89,12 @@ def _describe(tree: str) -> Unfinished:
         with open(journal, "rb") as fh:
             loaded = decode_tree(fh.read())
     except (OSError, DecodeError) as exc:
-        return replace(found, problem=f"tree journal unreadable: {exc}")
+        return found._replace(problem=f"tree journal unreadable: {exc}")
     progress = loaded.progress
     if progress is None:
-        return replace(found, source=loaded.header.source)
+        return found._replace(source=loaded.header.source)
     files_done, files, bytes_done, size = progress
-    return replace(
-        found,
+    return found._replace(
         source=loaded.header.source,
         size=size,
         done=min(bytes_done + committed, size),

@@ -10,8 +10,6 @@ event (docs/CLI.md, "--json events of a tree").
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
 import time
@@ -32,18 +30,13 @@ from ..events import (
     TreeStart,
 )
 from ..units import format_size
-from .render import PROGRESS_EVERY, ProgressLine, RichProgress, report_error, rich_bar
+from .render import PROGRESS_EVERY, ProgressLine, RichProgress, emit_json, report_error, rich_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 23
 
 
-def write_json(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
 def result_fields(result: TreeResult) -> dict[str, Any]:
-    body = dataclasses.asdict(result)
+    body = result._asdict()
     body["failed"] = [{"path": p, "message": m} for p, m in result.failed]
     return body
 
@@ -71,32 +64,37 @@ class TreeJson(Subscriber):
     def __init__(self) -> None:
         self.last = 0.0
 
+    def write(
+        self, event: TreeStart | FileDone | FileFailed | TreeProgress | Checkpoint | Retry | Notice
+    ) -> None:
+        emit_json({"event": event.kind, **event._asdict()})
+
     def on_tree_start(self, event: TreeStart) -> None:
-        write_json({"event": event.kind, **dataclasses.asdict(event)})
+        self.write(event)
 
     def on_file(self, event: FileDone) -> None:
-        write_json({"event": event.kind, **dataclasses.asdict(event)})
+        self.write(event)
 
     def on_file_error(self, event: FileFailed) -> None:
-        write_json({"event": event.kind, **dataclasses.asdict(event)})
+        self.write(event)
 
     def on_tree_progress(self, event: TreeProgress) -> None:
         now = time.monotonic()
         if now - self.last >= PROGRESS_EVERY or event.done == event.total:
             self.last = now
-            write_json({"event": event.kind, **dataclasses.asdict(event)})
+            self.write(event)
 
     def on_checkpoint(self, event: Checkpoint) -> None:
-        write_json({"event": event.kind, **dataclasses.asdict(event)})
+        self.write(event)
 
     def on_retry(self, event: Retry) -> None:
-        write_json({"event": event.kind, **dataclasses.asdict(event)})
+        self.write(event)
 
     def on_notice(self, event: Notice) -> None:
-        write_json({"event": event.kind, **dataclasses.asdict(event)})
+        self.write(event)
 
     def on_tree_done(self, event: TreeDone) -> None:
-        write_json({"event": event.kind, **result_fields(event.result)})
+        emit_json({"event": event.kind, **result_fields(event.result)})
 
 
 class TreeNotices(Subscriber):

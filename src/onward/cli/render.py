@@ -6,7 +6,6 @@ The JSON schema is documented in docs/CLI.md: every line is one object with an
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -20,7 +19,7 @@ PROGRESS_EVERY = 0.5  # seconds between progress lines off a terminal or in JSON
 
 
 def event_fields(event: Event) -> dict[str, Any]:
-    body = dataclasses.asdict(event.result) if isinstance(event, Done) else dataclasses.asdict(event)
+    body = event.result._asdict() if isinstance(event, Done) else event._asdict()
     return {"event": event.kind, **body}
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import time
 
@@ -14,7 +13,7 @@ from .render import emit_json
 
 
 def as_json(item: Unfinished) -> dict[str, object]:
-    return {**dataclasses.asdict(item), "percent": item.percent}
+    return {**item._asdict(), "percent": item.percent}
 
 
 def line(item: Unfinished) -> str:

@@ -10,8 +10,7 @@ HTTP endpoint (``onward.endpoints.http``) does the I/O and asks these.
 from __future__ import annotations
 
 import re
-import urllib.parse
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "ALGORITHMS",
@@ -58,6 +57,8 @@ def redact_url(url: str) -> str:
     """``url`` as onward shows and records it: no user name or password, no fragment, and
     the values of query parameters that look like secrets (token, signature, key, ...)
     replaced by ``REDACTED``."""
+    import urllib.parse  # here, not at import: a local copy asks only looks_like_url (4 ms of start-up)
+
     parts = urllib.parse.urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     query = parts.query
@@ -89,8 +90,7 @@ def never_resolves(host: str) -> bool:
     return host.rstrip(".").lower().rpartition(".")[2] == "invalid"
 
 
-@dataclass(frozen=True, slots=True)
-class ContentRange:
+class ContentRange(NamedTuple):
     start: int | None  # None for "bytes */total" (the form a 416 carries)
     end: int | None  # inclusive
     total: int | None  # None for an unknown total ("*")
@@ -186,14 +186,15 @@ def safe_filename(raw: str | None) -> str | None:
 
 def name_from_url(url: str) -> str | None:
     """The file name a URL's path ends with (percent-decoded), made safe; None if there is none."""
+    import urllib.parse
+
     path = urllib.parse.urlsplit(url).path
     if not path or path.endswith("/"):
         return None
     return safe_filename(urllib.parse.unquote(path.rsplit("/", 1)[-1], errors="surrogateescape"))
 
 
-@dataclass(frozen=True, slots=True)
-class Expected:
+class Expected(NamedTuple):
     """A whole-file digest the finished download must have, and who said so."""
 
     algorithm: str  # hashlib name

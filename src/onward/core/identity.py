@@ -10,17 +10,19 @@ resume and the final check can never disagree.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 __all__ = ["Identity", "matches"]
 
 
-@dataclass(frozen=True)
-class Identity:
+NO_ATTRS: Mapping[str, int | str] = MappingProxyType({})
+
+
+class Identity(NamedTuple):
     kind: str
     size: int
-    attrs: Mapping[str, int | str] = field(default_factory=dict)
+    attrs: Mapping[str, int | str] = NO_ATTRS
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "size": self.size, "attrs": dict(self.attrs)}

@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from .identity import Identity
 from .plan import ChunkRecord, Plan
@@ -71,8 +69,7 @@ class DecodeError(Exception):
     """The journal cannot be used at all: not ours, a newer version, or a broken header."""
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     source: str
     destination: str
     identity: Identity
@@ -81,7 +78,7 @@ class Header:
     created: float
     digest: str = DIGEST_NAME
 
-    @cached_property  # asked for at every step of a transfer; a frozen header's plan never changes
+    @property
     def plan(self) -> Plan:
         return Plan(self.total_size, self.chunk_size)
 
@@ -119,14 +116,12 @@ class Header:
         return header
 
 
-@dataclass(frozen=True, slots=True)
-class Promote:
+class Promote(NamedTuple):
     device: int
     inode: int
 
 
-@dataclass(frozen=True)
-class Upload:
+class Upload(NamedTuple):
     """The remote upload (tus or IETF draft) a journal's chunks go to, bound to the identity
     and size of the file it was created for: any other file never resumes into it."""
 
@@ -157,14 +152,13 @@ class Upload:
         )
 
 
-@dataclass
-class Decoded:
+class Decoded(NamedTuple):
     header: Header
-    chunks: dict[int, ChunkRecord] = field(default_factory=dict)
-    promote: Promote | None = None
-    upload: Upload | None = None  # the last UPLOAD record (remote destinations only)
-    valid_length: int = 0  # bytes of the file that decoded cleanly
-    damaged_tail: int = 0  # bytes after that, ignored
+    chunks: dict[int, ChunkRecord]
+    promote: Promote | None
+    upload: Upload | None  # the last UPLOAD record (remote destinations only)
+    valid_length: int  # bytes of the file that decoded cleanly
+    damaged_tail: int  # bytes after that, ignored
 
 
 def frame(kind: int, payload: bytes) -> bytes:
@@ -243,23 +237,25 @@ def decode(data: bytes) -> Decoded:
         header = Header.from_json(json.loads(raw.decode("utf-8", "surrogateescape")))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"header is unreadable ({exc})") from None
-    out = Decoded(header=header, valid_length=records[0][2])
+    chunks: dict[int, ChunkRecord] = {}
+    promote: Promote | None = None
+    upload: Upload | None = None
+    valid = records[0][2]
     plan = header.plan
     for kind, payload, end in records[1:]:
         if kind == KIND_CHUNK and len(payload) == _CHUNK.size:
             record = ChunkRecord(*_CHUNK.unpack(payload))
             if not plan.fits(record):
                 break
-            out.chunks[record.index] = record
+            chunks[record.index] = record
         elif kind == KIND_PROMOTE and len(payload) == _PROMOTE.size:
-            out.promote = Promote(*_PROMOTE.unpack(payload))
+            promote = Promote(*_PROMOTE.unpack(payload))
         elif kind == KIND_UPLOAD and len(payload) <= MAX_HEADER:
             try:
-                out.upload = Upload.from_json(json.loads(payload.decode("utf-8", "surrogateescape")))
+                upload = Upload.from_json(json.loads(payload.decode("utf-8", "surrogateescape")))
             except (ValueError, UnicodeDecodeError):
                 break
         else:
             break
-        out.valid_length = end
-    out.damaged_tail = len(data) - out.valid_length
-    return out
+        valid = end
+    return Decoded(header, chunks, promote, upload, valid, len(data) - valid)

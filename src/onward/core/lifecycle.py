@@ -13,7 +13,6 @@ instead of chasing a source that never settles.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 __all__ = ["Lifecycle", "LifecycleError", "State", "Step"]
 
@@ -52,11 +51,13 @@ class LifecycleError(Exception):
     """A step the state machine does not allow: a bug in the caller, never user input."""
 
 
-@dataclass
 class Lifecycle:
-    max_rounds: int = 3
-    state: State = State.PREPARING
-    rounds: int = 0
+    __slots__ = ("max_rounds", "rounds", "state")
+
+    def __init__(self, max_rounds: int = 3) -> None:
+        self.max_rounds = max_rounds
+        self.state = State.PREPARING
+        self.rounds = 0
 
     def step(self, step: Step) -> State:
         if step is Step.ERROR and self.state is State.FAILED:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["ChunkRecord", "Committed", "Plan", "without"]
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkRecord:
+class ChunkRecord(NamedTuple):
     """One committed chunk: its index, its length and the digest of its bytes."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which nothing calls
     length: int
     digest: bytes
 
@@ -21,16 +20,17 @@ class ChunkRecord:
 Committed = Mapping[int, ChunkRecord]
 
 
-@dataclass(frozen=True, slots=True)
 class Plan:
-    total_size: int
-    chunk_size: int
+    """``total_size`` bytes in chunks of ``chunk_size``; the last one may be shorter."""
 
-    def __post_init__(self) -> None:
-        if self.chunk_size <= 0:
+    __slots__ = ("chunk_size", "total_size")
+
+    def __init__(self, total_size: int, chunk_size: int) -> None:
+        if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
-        if self.total_size < 0:
+        if total_size < 0:
             raise ValueError("total_size must not be negative")
+        self.total_size, self.chunk_size = total_size, chunk_size
 
     @property
     def chunk_count(self) -> int:

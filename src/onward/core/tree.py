@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import enum
 import posixpath
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from .treejournal import Stamp
@@ -65,17 +64,27 @@ class Node(NamedTuple):
     what: str = ""  # special files: "a FIFO", "a socket", "a device"
 
 
-@dataclass
 class SourceTree:
-    root: Node
-    entries: dict[str, Node]  # every parent before its children
-    unlisted: set[str] = field(default_factory=set)  # directories whose contents could not be read
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, cause): failures
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not copied by design
+    """What listing the source found (``endpoints.localtree.scan_source`` fills it in)."""
+
+    __slots__ = ("entries", "problems", "root", "skipped", "unlisted")
+
+    def __init__(
+        self,
+        root: Node,
+        entries: dict[str, Node],
+        unlisted: Iterable[str] = (),
+        problems: Iterable[tuple[str, str]] = (),
+        skipped: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.root = root
+        self.entries = entries  # every parent before its children
+        self.unlisted = set(unlisted)  # directories whose contents could not be read
+        self.problems = list(problems)  # (path, cause): failures
+        self.skipped = list(skipped)  # (path, why): not copied by design
 
 
-@dataclass(frozen=True)
-class Artefacts:
+class Artefacts(NamedTuple):
     """onward's working files beside one destination path."""
 
     partial: Node | None = None  # NAME.onward-partial
@@ -83,16 +92,25 @@ class Artefacts:
     owner: str | None = None  # the source named by that file journal, when it could be read
 
 
-@dataclass
 class DestTree:
-    root: Node
-    entries: dict[str, Node]  # what the destination directories matching source directories hold
-    listed: set[str] = field(default_factory=set)  # destination directories that were listed
-    artefacts: dict[str, Artefacts] = field(default_factory=dict)  # destination path -> working files
+    """What listing the destination found (``endpoints.localtree.scan_destination``)."""
+
+    __slots__ = ("artefacts", "entries", "listed", "root")
+
+    def __init__(
+        self,
+        root: Node,
+        entries: dict[str, Node],
+        listed: Iterable[str] = (),
+        artefacts: Mapping[str, Artefacts] | None = None,
+    ) -> None:
+        self.root = root
+        self.entries = entries  # what the destination directories matching source directories hold
+        self.listed = set(listed)  # destination directories that were listed
+        self.artefacts = dict(artefacts or {})  # destination path -> working files
 
 
-@dataclass(frozen=True)
-class CopyFile:
+class CopyFile(NamedTuple):
     path: str
     size: int
     reason: str  # new, changed, restart, resume (its unfinished copy is beside it), or differs
@@ -101,22 +119,19 @@ class CopyFile:
     discard_partial: bool = False  # a "partial" that is not a plain file onward wrote
 
 
-@dataclass(frozen=True)
-class MakeSymlink:
+class MakeSymlink(NamedTuple):
     path: str
     target: str
     atime_ns: int
     mtime_ns: int
 
 
-@dataclass(frozen=True)
-class MakeLink:
+class MakeLink(NamedTuple):
     path: str
     leader: str  # the path, in both trees, of the file it is a hard link of
 
 
-@dataclass(frozen=True)
-class Conflict:
+class Conflict(NamedTuple):
     path: str
     source: Kind
     destination: Kind
@@ -129,26 +144,49 @@ class Conflict:
         return f"{what}{below}; move it away (or use --delete to replace it) and re-run"
 
 
-@dataclass
 class TreePlan:
-    mkdirs: list[str] = field(default_factory=list)  # parents first
-    removals: list[str] = field(default_factory=list)  # before anything is made: --delete, replacements
-    deleted: list[str] = field(default_factory=list)  # the removals that are --delete extras
-    copies: list[CopyFile] = field(default_factory=list)
-    verify: list[CopyFile] = field(default_factory=list)  # done files compared first (--verify full)
-    symlinks: list[MakeSymlink] = field(default_factory=list)
-    links: list[MakeLink] = field(default_factory=list)
-    followers: dict[str, list[str]] = field(default_factory=dict)  # a file -> its hard links
-    modes: list[tuple[str, int]] = field(default_factory=list)  # unchanged files whose bits differ
-    conflicts: list[Conflict] = field(default_factory=list)
-    extras: list[str] = field(default_factory=list)  # only in the destination, kept
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # special files
-    stale: list[str] = field(default_factory=list)  # paths whose working files are ours and unused
-    dirs: list[str] = field(default_factory=list)  # source directories, deepest first
-    files: int = 0  # regular files in the source
-    bytes: int = 0  # their bytes (a hard-link group counted once)
-    unchanged_files: int = 0
-    unchanged_bytes: int = 0
+    """What one run of a tree copy must do, in the order ``tree.TreeCopy`` does it."""
+
+    __slots__ = (
+        "bytes",
+        "conflicts",
+        "copies",
+        "deleted",
+        "dirs",
+        "extras",
+        "files",
+        "followers",
+        "links",
+        "mkdirs",
+        "modes",
+        "removals",
+        "skipped",
+        "stale",
+        "symlinks",
+        "unchanged_bytes",
+        "unchanged_files",
+        "verify",
+    )
+
+    def __init__(self) -> None:
+        self.mkdirs: list[str] = []  # parents first
+        self.removals: list[str] = []  # before anything is made: --delete, replacements
+        self.deleted: list[str] = []  # the removals that are --delete extras
+        self.copies: list[CopyFile] = []
+        self.verify: list[CopyFile] = []  # done files compared first (--verify full)
+        self.symlinks: list[MakeSymlink] = []
+        self.links: list[MakeLink] = []
+        self.followers: dict[str, list[str]] = {}  # a file -> its hard links
+        self.modes: list[tuple[str, int]] = []  # unchanged files whose bits differ
+        self.conflicts: list[Conflict] = []
+        self.extras: list[str] = []  # only in the destination, kept
+        self.skipped: list[tuple[str, str]] = []  # special files
+        self.stale: list[str] = []  # paths whose working files are ours and unused
+        self.dirs: list[str] = []  # source directories, deepest first
+        self.files = 0  # regular files in the source
+        self.bytes = 0  # their bytes (a hard-link group counted once)
+        self.unchanged_files = 0
+        self.unchanged_bytes = 0
 
     @property
     def idle(self) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .journal import KIND_TREE, DecodeError, frame, frames, preamble
@@ -65,8 +64,7 @@ class Stamp(NamedTuple):
         return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev, st.st_ino)
 
 
-@dataclass(frozen=True)
-class TreeHeader:
+class TreeHeader(NamedTuple):
     source: str  # absolute path of the source root
     destination: str  # absolute path of the destination root
     follow_symlinks: bool
@@ -100,14 +98,13 @@ class Counts(NamedTuple):
     done_bytes: int
 
 
-@dataclass
-class TreeDecoded:
+class TreeDecoded(NamedTuple):
     header: TreeHeader
-    done: dict[str, Stamp] = field(default_factory=dict)
-    counts: Counts | None = None  # the last COUNTS record
-    done_since: tuple[int, int] = (0, 0)  # files and bytes of the DONE records after it
-    valid_length: int = 0
-    damaged_tail: int = 0
+    done: dict[str, Stamp]
+    counts: Counts | None  # the last COUNTS record
+    done_since: tuple[int, int]  # files and bytes of the DONE records after it
+    valid_length: int
+    damaged_tail: int
 
     @property
     def progress(self) -> tuple[int, int, int, int] | None:
@@ -158,20 +155,22 @@ def decode_tree(data: bytes) -> TreeDecoded:
         header = TreeHeader.from_json(json.loads(raw.decode("utf-8", "surrogateescape")))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"tree header is unreadable ({exc})") from None
-    out = TreeDecoded(header=header, valid_length=records[0][2])
+    done: dict[str, Stamp] = {}
+    counts: Counts | None = None
+    files_since = bytes_since = 0
+    valid = records[0][2]
     for kind, payload, end in records[1:]:
         if kind == KIND_DONE and len(payload) > _DONE.size:
             size, mtime_ns, ctime_ns, dev, ino = _DONE.unpack_from(payload)
             raw_path = payload[_DONE.size :]
             if raw_path.startswith(b"/") or b"\0" in raw_path:
                 break
-            out.done[os.fsdecode(raw_path)] = Stamp(size, mtime_ns, ctime_ns, dev, ino)
-            out.done_since = (out.done_since[0] + 1, out.done_since[1] + size)
+            done[os.fsdecode(raw_path)] = Stamp(size, mtime_ns, ctime_ns, dev, ino)
+            files_since, bytes_since = files_since + 1, bytes_since + size
         elif kind == KIND_COUNTS and len(payload) == _COUNTS.size:
-            out.counts = Counts(*_COUNTS.unpack(payload))
-            out.done_since = (0, 0)
+            counts = Counts(*_COUNTS.unpack(payload))
+            files_since = bytes_since = 0
         else:
             break
-        out.valid_length = end
-    out.damaged_tail = len(data) - out.valid_length
-    return out
+        valid = end
+    return TreeDecoded(header, done, counts, (files_since, bytes_since), valid, len(data) - valid)

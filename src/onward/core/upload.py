@@ -26,7 +26,7 @@ import hashlib
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .http import redact_url
 
@@ -81,8 +81,7 @@ IETF_PATCH_TYPE = "application/partial-upload"
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """An upload destination: the protocol and the http(s) URL requests go to."""
 
     protocol: str  # "tus" or "ietf"
@@ -243,8 +242,7 @@ def parse_tokens(value: str | None) -> list[str]:
     return [t.strip().lower() for t in value.split(",") if t.strip()]
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(NamedTuple):
     """What ``Upload-Limit`` (IETF) or ``Tus-Max-Size`` (tus) allows; None: no limit said."""
 
     max_size: int | None = None
@@ -310,8 +308,7 @@ def status_kind(protocol: str, status: int) -> str:
 # -- lining chunks up with the server's offset --------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
+class Placement(NamedTuple):
     """How a chunk the engine hands over at ``offset`` meets the server's offset.
 
     ``skip`` leading bytes are already on the server (sent by an earlier run or attempt

@@ -8,8 +8,7 @@ promotes the finished partial to its final name. Errors leave an endpoint as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..core.identity import Identity
 from ..core.journal import Promote
@@ -17,8 +16,7 @@ from ..core.journal import Promote
 __all__ = ["Attributes", "JournalStore", "Sink", "Source"]
 
 
-@dataclass(frozen=True, slots=True)
-class Attributes:
+class Attributes(NamedTuple):
     """What a source says about its bytes that a copy may preserve (None: unknown)."""
 
     mode: int | None
