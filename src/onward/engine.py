@@ -71,7 +71,7 @@ class Transfer:
         self.pending: list[ChunkRecord] = []  # written, not yet synced and journaled
         self.copied = 0
         self.resumed_from = 0  # bytes durable before this run
-        self.buf = aligned_buffer(options.chunk_size)
+        self._buffer: memoryview | None = None
 
     # -- reporting -----------------------------------------------------------
 
@@ -90,6 +90,15 @@ class Transfer:
     @property
     def durable(self) -> int:
         return self.plan.committed_bytes(self.committed)
+
+    @property
+    def buffer(self) -> memoryview:
+        """Where a chunk is read to be checked (and ``copy_single``'s one chunk): one chunk of
+        the plan, whose size is the journal's (an earlier run's ``--chunk-size``), not this
+        run's option; made on first use."""
+        if self._buffer is None:
+            self._buffer = aligned_buffer(self.plan.chunk_size)
+        return self._buffer
 
     # -- the run -------------------------------------------------------------
 
@@ -173,7 +182,7 @@ class Transfer:
         self.begin(current)
         size, records = current.size, []
         if size:
-            view = self.buf[:size]
+            view = self.buffer[:size]
             if self.source.read_into(0, view) != size:
                 return False
             records.append(ChunkRecord(0, size, digest(view)))
@@ -369,7 +378,7 @@ class Transfer:
         bad = []
         for record in records:
             offset = record.index * self.plan.chunk_size
-            view = self.buf[: record.length]
+            view = self.buffer[: record.length]
             if read(offset, view) != record.length or digest(view) != record.digest:
                 bad.append(record.index)
         return bad
