@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from partials import intact_unclaimed
+
 MiB = 1 << 20
 SIZE = 8 * MiB
 CHUNK = 64 * 1024  # the chunk size onward_kill_midway copies with
@@ -339,6 +341,7 @@ def test_journal_cut_in_its_chunk_records_is_a_torn_tail_and_resumes(
     assert records >= 16 and start + records * CHUNK_RECORD == len(raw)
     kept = records // 2
     journal.write_bytes(raw[: start + kept * CHUNK_RECORD + CHUNK_RECORD // 2])
+    intact = intact_unclaimed(data, journal, partial_of(dst))  # the chunks of the records cut off, too
     proc = onward_cli("copy", "--json", src, dst)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -347,7 +350,7 @@ def test_journal_cut_in_its_chunk_records_is_a_torn_tail_and_resumes(
     assert any("tail" in n for n in notices), notices
     done = events[-1]
     assert done["event"] == "done"
-    assert done["resumed_from"] == kept * CHUNK  # the intact records are all kept
+    assert done["resumed_from"] == kept * CHUNK + intact  # the intact records are all kept
     assert done["resumed_from"] + done["copied"] == SIZE
     assert dst.read_bytes() == data
 

@@ -16,6 +16,7 @@ import pytest
 
 from onward import __version__
 from onward.core.journal import decode
+from partials import intact_unclaimed
 
 MiB = 1 << 20
 SIZE = 8 * MiB
@@ -296,10 +297,12 @@ def test_status_json(interrupted, onward_cli, onward_events) -> None:
     assert item["problem"] is None
     assert committed <= item["done"] < SIZE
     assert item["percent"] == pytest.approx(100 * item["done"] / SIZE)
-    # The next run resumes from exactly what status reported.
+    # The next run resumes from what status reported, plus the intact chunks the killed run
+    # wrote after its last checkpoint (status reports what the journal claims).
+    intact = intact_unclaimed(data, journal_of(dst), partial_of(dst))
     proc = onward_cli("copy", "--json", src, dst)
     assert proc.returncode == 0, proc.stderr
-    assert onward_events(proc.stdout)[-1]["resumed_from"] == item["done"]
+    assert onward_events(proc.stdout)[-1]["resumed_from"] == item["done"] + intact
     assert dst.read_bytes() == data
     assert status_json(onward_cli, dst.parent) == []
 

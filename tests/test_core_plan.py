@@ -87,3 +87,11 @@ def test_invalid_plans_are_refused() -> None:
         Plan(10, 0)
     with pytest.raises(ValueError):
         Plan(-1, 4)
+
+
+def test_unclaimed_chunks_are_the_uncommitted_ones_the_partial_holds_in_full() -> None:
+    plan = Plan(10, 4)  # chunks of 4, 4, 2
+    assert plan.unclaimed({0: rec(plan, 0)}, 10) == [1, 2]
+    assert plan.unclaimed({0: rec(plan, 0)}, 9) == [1]  # chunk 2 only in part
+    assert plan.unclaimed({}, 3) == []
+    assert plan.unclaimed({1: rec(plan, 1)}, 10) == [0, 2]

@@ -244,6 +244,46 @@ def test_a_resume_keeps_the_journals_chunk_size_whatever_this_run_asks(verify: s
     assert not [e for e in events if isinstance(e, Notice)]
 
 
+def killed_after_writing(
+    data: bytes, written: int, journaled: int
+) -> tuple[MemorySink, MemoryJournal, Transfer]:
+    """An earlier run that wrote ``written`` chunks and was killed when its journal claimed the
+    first ``journaled``; returns the sink, the journal and a new run over them."""
+    source, sink, journal, events, first = make(data)
+    first.start_fresh(source.identity())
+    sink.write(0, memoryview(data[: written * CHUNK]))
+    journal.append(encode_chunks(records_of(data, range(journaled))))
+    return sink, journal, Transfer(source, sink, journal, first.opts, [events.append])
+
+
+def test_a_resume_keeps_what_the_killed_run_wrote_after_its_last_checkpoint() -> None:
+    """Chunks 3-5 were written but never journaled: they are synced, read back, found equal to
+    the source and journaled, not copied again (a kill costs only the chunk in flight)."""
+    data = os.urandom(8 * CHUNK)
+    sink, _, transfer = killed_after_writing(data, written=6, journaled=3)
+    before = len(sink.log)
+    result = transfer.run()
+    assert sink.final == data
+    assert (result.resumed_from, result.copied) == (6 * CHUNK, 2 * CHUNK)
+    ops = sink.log[before:]
+    assert [arg for op, arg in ops if op == "write"] == [6 * CHUNK, 7 * CHUNK]
+    adopted = next(i for i, (op, arg) in enumerate(ops) if op == "journal-append")
+    assert chunks_in(ops[adopted][1]) == {3 * CHUNK, 4 * CHUNK, 5 * CHUNK}  # type: ignore[arg-type]
+    assert ("sync", None) in ops[:adopted]  # durable before the journal claims them
+
+
+def test_a_resume_copies_again_what_the_killed_run_left_torn() -> None:
+    data = os.urandom(8 * CHUNK)
+    sink, _, transfer = killed_after_writing(data, written=6, journaled=3)
+    assert sink.partial is not None
+    sink.partial[4 * CHUNK + 100] ^= 0xFF  # chunk 4 torn by the kill
+    before = len(sink.log)
+    result = transfer.run()
+    assert sink.final == data
+    assert (result.resumed_from, result.copied) == (5 * CHUNK, 3 * CHUNK)
+    assert [arg for op, arg in sink.log[before:] if op == "write"] == [4 * CHUNK, 6 * CHUNK, 7 * CHUNK]
+
+
 def records_of(data: bytes, indexes: range) -> list[ChunkRecord]:
     return [ChunkRecord(i, CHUNK, digest(memoryview(data[i * CHUNK : (i + 1) * CHUNK]))) for i in indexes]
 

@@ -465,10 +465,11 @@ def run_hooked(
 
 
 BOUNDARIES = {
-    # id: (endpoint class, method killed at its n-th call, bytes the resume must start from)
+    # id: (endpoint class, method killed at its n-th call, bytes the resume must start from:
+    # what the journal claims and the intact chunks written after it, kept by the resume)
     "before-the-journal-exists": ("LocalJournal", "create", 1, 0),
-    "written-not-synced": ("LocalSink", "sync", 3, 2 * CHECKPOINT),
-    "synced-not-recorded": ("LocalJournal", "append", 3, 2 * CHECKPOINT),
+    "written-not-synced": ("LocalSink", "sync", 3, 3 * CHECKPOINT),
+    "synced-not-recorded": ("LocalJournal", "append", 3, 3 * CHECKPOINT),
     "recorded-not-renamed": ("LocalSink", "promote", 1, 40 * CHUNK),
     "renamed-dir-not-synced": ("LocalSink", "settle", 1, 40 * CHUNK),
     "renamed-journal-not-removed": ("LocalJournal", "remove", 1, 40 * CHUNK),

@@ -345,6 +345,28 @@ class Transfer:
             self.committed, dirty = without(self.committed, bad), True
         if dirty:
             self.rewrite()
+        if present is not None and self.source.recheck_on_change and self.sink.can_read_back:
+            self.adopt(present)
+
+    def adopt(self, present: int) -> None:
+        """Keep what an earlier run wrote after its last checkpoint (it was killed, or crashed)
+        instead of copying it again: the chunks the partial holds are made durable, read back
+        and journaled if they equal the source's, as that checkpoint would have done."""
+        records = []
+        for index in self.plan.unclaimed(self.committed, present):
+            offset, length = self.plan.span(index)
+            view = self.buffer[:length]
+            if self.source.read_into(offset, view) != length:
+                break  # the source got shorter: the copy finds out and deals with it
+            records.append(ChunkRecord(index, length, digest(view)))
+        if not records:
+            return
+        self.sink.sync()
+        bad = set(self.check(self.sink.read_into, records))
+        good = [r for r in records if r.index not in bad]
+        if good:
+            self.journal.append(encode_chunks(good))
+            self.committed.update((r.index, r) for r in good)
 
     def header_or_fail(self) -> Header:
         assert self.header is not None

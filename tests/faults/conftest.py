@@ -34,6 +34,7 @@ import xxhash
 from crashsim import MUTATING  # every call that can change a file (kill and inject points)
 
 from onward.core.journal import DecodeError, decode
+from partials import intact_unclaimed
 
 MODE = "long" if os.environ.get("ONWARD_FAULTS", "").strip().lower() == "long" else "fast"
 LONG = MODE == "long"
@@ -381,6 +382,12 @@ class Claims:
     bytes: int
     promoted: bool  # a PROMOTE record is present
     journal: bool  # the journal file exists
+    intact: int = 0  # bytes of the chunks the partial holds intact that the journal does not claim
+
+    @property
+    def resumable(self) -> int:
+        """Where a re-run must resume: every claimed byte, and the intact unclaimed chunks it keeps."""
+        return self.bytes + self.intact
 
 
 def check_state(data: bytes, dest: Dest, chunk_size: int, old: bytes | None = None) -> Claims:
@@ -407,8 +414,8 @@ def check_state(data: bytes, dest: Dest, chunk_size: int, old: bytes | None = No
     check(header.total_size == len(data), f"journal plans {header.total_size} bytes, source has {len(data)}")
     check(header.chunk_size == chunk_size, f"journal chunk size {header.chunk_size} != {chunk_size}")
     check(header.destination == os.fspath(dest.path), f"journal names {header.destination}")
+    holder = dest.partial
     if loaded.chunks:
-        holder = dest.partial
         if loaded.promote is not None and dest.path.exists():
             st = dest.path.stat()
             # The inode decides: after a power cut and a re-mount the file system may come back
@@ -428,7 +435,8 @@ def check_state(data: bytes, dest: Dest, chunk_size: int, old: bytes | None = No
                 f"({len(piece)} of {record.length} present)",
             )
     total = sum(r.length for r in loaded.chunks.values())
-    return Claims(frozenset(loaded.chunks), total, loaded.promote is not None, True)
+    intact = intact_unclaimed(data, dest.journal, holder) if holder == dest.partial else 0
+    return Claims(frozenset(loaded.chunks), total, loaded.promote is not None, True, intact)
 
 
 def leftovers(dest: Dest) -> list[str]:
@@ -457,8 +465,9 @@ def check_finishes(
         check(done is not None, f"{what} reported no done event: {run.stdout[-500:]!r}")
         assert done is not None
         check(
-            done["resumed_from"] == claims.bytes,
-            f"{what} resumed from {done['resumed_from']} but the journal claimed {claims.bytes} bytes",
+            done["resumed_from"] == claims.resumable,
+            f"{what} resumed from {done['resumed_from']} but the journal claimed {claims.bytes} bytes "
+            f"and the partial held {claims.intact} more intact",
         )
     return run
 

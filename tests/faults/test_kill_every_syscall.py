@@ -200,7 +200,9 @@ def test_sigkill_twice_the_recovery_killed_too_then_a_third_run_finishes(
         )
         faultlib.check(run.returncode == 0, f"{what}: recovery failed: {run.describe()}")
         faultlib.check(dest.path.read_bytes() == setup.data, f"{what}: recovery copy differs")
-        faultlib.check(run.done() and run.done()["resumed_from"] == claims.bytes, f"{what}: progress lost")
+        faultlib.check(
+            run.done() and run.done()["resumed_from"] == claims.resumable, f"{what}: progress lost"
+        )
         recoveries[k1] = run.calls
 
     faultlib.run_cases(first_points, learn, lambda k: f"recovery of {k}", tally="recovery runs traced")

@@ -64,6 +64,11 @@ class Plan:
         """Committed chunks that end past ``present`` bytes: a partial cut short behind our back."""
         return sorted(i for i, r in committed.items() if i * self.chunk_size + r.length > present)
 
+    def unclaimed(self, committed: Committed, present: int) -> list[int]:
+        """Chunks the partial holds in full (its first ``present`` bytes) that are not committed:
+        written by a run that stopped before the checkpoint that would have claimed them."""
+        return [i for i in self.remaining(committed) if sum(self.span(i)) <= present]
+
     @staticmethod
     def last(committed: Committed, count: int) -> list[int]:
         """The ``count`` highest committed indexes: the ones a crash most likely touched."""
