@@ -79,3 +79,23 @@ def test_mostly_cached_follows_the_page_cache(tmp_path: Path) -> None:
             pytest.skip(f"{tmp_path}: pages stay cached after DONTNEED (tmpfs?)")
     finally:
         os.close(fd)
+
+
+def test_mostly_cached_samples_a_big_file(tmp_path: Path) -> None:
+    """Above 16 MiB only 16 windows of 1 MiB are asked about: the answer is the same."""
+    size = 40 << 20
+    path = tmp_path / "big"
+    path.write_bytes(os.urandom(size))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if mostly_cached(fd, size):
+            pytest.skip(f"{tmp_path}: pages stay cached after DONTNEED (tmpfs?)")
+        os.pread(fd, 4 << 20, 0)  # a tenth of it
+        assert not mostly_cached(fd, size)
+        while os.read(fd, 8 << 20):
+            pass
+        assert mostly_cached(fd, size)
+    finally:
+        os.close(fd)
