@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from benchlib import precompile
+
 MiB = 1 << 20
 GiB = 1 << 30
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -386,6 +388,7 @@ def ref_tool(ref: str, repo: str, into: str) -> Tool:
     if archive.returncode != 0:
         raise SystemExit(f"--onward-ref {ref}: git archive failed: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", root], input=archive.stdout, check=True)
+    precompile(os.path.join(root, "src", "onward"))
     sha = subprocess.run(
         ["git", "-C", repo, "rev-parse", "--short", ref], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -1268,6 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.snapshot:
             fingerprint = snapshot(repo, work)
             notes.append(f"onward rows run a copy of src/onward taken at the start (sha256 {fingerprint})")
+        notes.append(precompile())
         desc.update(code=describe_code(repo), notes=notes)
         print_header(args, argv, desc, onward, timer)
         for size in args.sizes:

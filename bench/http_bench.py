@@ -50,6 +50,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from benchlib import precompile
+
 from http_servers import Nginx, nginx_binary
 
 MiB = 1 << 20
@@ -179,6 +181,7 @@ def main() -> int:
         print("http_bench: nginx is not installed (scripts/test installs it); nothing measured")
         return 0 if args.smoke else 1
     onward = onward_command()
+    print(precompile())
     n = args.connections
     tools = [
         Tool("curl", ["curl", "-s", "-S", "-o", "{dst}", "{url}"]),

@@ -53,6 +53,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from benchlib import precompile
+
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 ONWARD = [sys.executable, "-m", "onward"]
 DROP_CACHES = "/proc/sys/vm/drop_caches"
@@ -334,20 +336,6 @@ def verdicts(results: Results, big: int, smoke: bool) -> list[str]:
             f"(<= {RESUME_SHARE:.0%}); rsync moved {theirs / big:.1%}",
         )
     return out
-
-
-def precompile() -> str:
-    """Compile onward's modules to bytecode beside them (``__pycache__``), where Python looks
-    first whatever ``PYTHONDONTWRITEBYTECODE`` says."""
-    found = subprocess.run(
-        [sys.executable, "-c", "import os, onward; print(os.path.dirname(onward.__file__))"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    package = found.stdout.strip()
-    subprocess.run([sys.executable, "-m", "compileall", "-q", package], check=True, stdout=subprocess.DEVNULL)
-    return f"onward:  {package}, bytecode compiled beside it"
 
 
 def describe_machine(directory: str) -> str:
