@@ -33,10 +33,16 @@ import mmap
 import os
 import socket
 import ssl
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+# httpx imports its own command-line client whenever click, rich and pygments are installed (as
+# they are with onward: rich is a dependency, uvicorn brings click), about 50 ms of every
+# upload's start-up; onward never runs it. None in sys.modules makes httpx fall back to its stub.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
 
 from .._version import __version__
