@@ -71,6 +71,29 @@ def _pieces(body: memoryview) -> Iterator[bytes]:
         yield bytes(body[start : start + WRITE_SIZE])
 
 
+class _Transport(httpx.BaseTransport):
+    """httpx's own transport, one for ``http:`` and one for ``https:`` URLs, each made when
+    first used: loading the CA certificates for TLS is about 30 ms, which an upload over
+    plain HTTP never needs. (Proxies from the environment have transports of their own.)"""
+
+    def __init__(self, *, verify: bool, limits: httpx.Limits) -> None:
+        self._verify, self._limits = verify, limits
+        self._made: dict[str, httpx.HTTPTransport] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        scheme = request.url.scheme
+        transport = self._made.get(scheme)
+        if transport is None:
+            # No TLS is spoken to an http: URL; a context that trusts nothing fails closed anyway.
+            tls = self._verify if scheme == "https" else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            transport = self._made[scheme] = httpx.HTTPTransport(verify=tls, limits=self._limits)
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        for transport in self._made.values():
+            transport.close()
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
     parsed = httpx.URL(url)
     return parsed.scheme, parsed.host, parsed.port
@@ -171,14 +194,16 @@ class UploadSink:
             )
         _larger_reads()
         auth = None if httpx.URL(target.url).userinfo else _netrc_auth()
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
         client = httpx.Client(
             auth=auth,
             headers={"User-Agent": f"onward/{__version__}", "Accept-Encoding": "identity"},
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,  # an upload request is never replayed elsewhere
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-            trust_env=True,
-            verify=verify,
+            limits=limits,
+            trust_env=True,  # proxies from HTTP(S)_PROXY / NO_PROXY, CAs from SSL_CERT_FILE / SSL_CERT_DIR
+            verify=verify,  # for those proxies' transports; _Transport is given it too
+            transport=_Transport(verify=verify, limits=limits),
         )
         return cls(
             target,
