@@ -9,12 +9,14 @@ Traffic goes to 127.0.0.1 only; every wait is bounded.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from http_servers import HOST, self_signed
 from peers.servers import OnwardServer, done_event, run_copy, start_copy
 
 RUN_TIMEOUT = 120
@@ -84,3 +86,30 @@ def test_small_files_in_both_protocols(tmp_path: Path, protocol: str) -> None:
             assert result.returncode == 0, result.stderr
         stored = sorted(p.read_bytes() for p in server.files())
         assert stored == sorted((tmp_path / f"f{size}").read_bytes() for size in sizes)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+def test_tls_is_verified(tmp_path: Path, protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over https the server's certificate is checked against the trusted CAs (SSL_CERT_FILE
+    here): one line and nothing uploaded without it, a byte-identical upload with it."""
+    src, state = tmp_path / "f.bin", tmp_path / "state"
+    data = os.urandom(3 * 65536 + 7)
+    src.write_bytes(data)
+    cert, key = self_signed(tmp_path)
+    store = tmp_path / "store"
+    store.mkdir()
+    with OnwardServer(store, "--certfile", str(cert), "--keyfile", str(key)).start() as server:
+        url = f"{protocol}+https://{HOST}:{server.port}/files/"
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        refused = run_copy(src, url, state, "--retries", "0", timeout=RUN_TIMEOUT)
+        assert refused.returncode == 1
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and "TLS certificate verification failed" in lines[0], refused.stderr
+        assert server.held() == 0
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        result = run_copy(src, url, state, timeout=RUN_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        (finished,) = server.files()
+        assert finished.read_bytes() == data

@@ -33,10 +33,16 @@ import mmap
 import os
 import socket
 import ssl
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+# httpx imports its own command-line client whenever click, rich and pygments are installed (as
+# they are with onward: rich is a dependency, uvicorn brings click), about 50 ms of every
+# upload's start-up; onward never runs it. None in sys.modules makes httpx fall back to its stub.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
 
 from .._version import __version__
@@ -52,17 +58,59 @@ __all__ = ["JOURNAL_PREFIX", "UploadJournal", "UploadSink"]
 
 JOURNAL_PREFIX = "upload-"
 LOCK_SUFFIX = ".onward-lock"
-WRITE_SIZE = 256 * 1024  # bytes handed to the socket per write (see _pieces)
+WRITE_SIZE = 512 * 1024  # bytes handed to the socket per write (see Pieces)
 
 ReadSource = Callable[[int, memoryview], int]
 
 
-def _pieces(body: memoryview) -> Iterator[bytes]:
-    """A request body in ``WRITE_SIZE`` pieces, each copied once. httpcore sends a buffer by
-    slicing off what each ``send`` took, a copy of the rest every time: quadratic in the
-    buffer's size, so one 16 MiB bytes object costs more CPU than the network transfer."""
-    for start in range(0, len(body), WRITE_SIZE):
-        yield bytes(body[start : start + WRITE_SIZE])
+class Pieces:
+    """Request bodies in ``WRITE_SIZE`` pieces, each copied once.
+
+    Pieces, not one bytes object: httpcore sends a buffer by slicing off what each ``send``
+    took, a copy of the rest every time, quadratic in the buffer's size (one 16 MiB bytes
+    object cost more CPU than the network transfer). Bytes, not memoryviews: h11 joins what
+    it is given into bytes, which is a copy unless it is one bytes object already.
+
+    The last piece of a body is kept until the next body's pieces are made. Otherwise the last
+    two pieces are freed together at the end of each request, glibc's malloc finds that much
+    free at the top of its heap and gives it back to the kernel, and the next request faults
+    fresh zeroed pages in for its first pieces: three ``brk`` calls and 1 MiB of page faults
+    per PATCH, about 0.1 s of CPU per GiB uploaded (docs/UPLOAD.md).
+    """
+
+    def __init__(self) -> None:
+        self._kept = b""
+
+    def of(self, body: memoryview) -> Iterator[bytes]:
+        for start in range(0, len(body), WRITE_SIZE):
+            piece = bytes(body[start : start + WRITE_SIZE])
+            if start + WRITE_SIZE >= len(body):
+                self._kept = piece
+            yield piece
+            del piece
+
+
+class _Transport(httpx.BaseTransport):
+    """httpx's own transport, one for ``http:`` and one for ``https:`` URLs, each made when
+    first used: loading the CA certificates for TLS is about 30 ms, which an upload over
+    plain HTTP never needs. (Proxies from the environment have transports of their own.)"""
+
+    def __init__(self, *, verify: bool, limits: httpx.Limits) -> None:
+        self._verify, self._limits = verify, limits
+        self._made: dict[str, httpx.HTTPTransport] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        scheme = request.url.scheme
+        transport = self._made.get(scheme)
+        if transport is None:
+            # No TLS is spoken to an http: URL; a context that trusts nothing fails closed anyway.
+            tls = self._verify if scheme == "https" else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            transport = self._made[scheme] = httpx.HTTPTransport(verify=tls, limits=self._limits)
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        for transport in self._made.values():
+            transport.close()
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -137,6 +185,7 @@ class UploadSink:
         self._repr = hashlib.sha256()
         self._repr_at = 0  # bytes [0, _repr_at) are in _repr
         self._fill_buffer: memoryview | None = None
+        self._pieces = Pieces()
         self.sent = 0  # bytes sent over the network by this run (the bench reads it)
 
     @classmethod
@@ -165,14 +214,16 @@ class UploadSink:
             )
         _larger_reads()
         auth = None if httpx.URL(target.url).userinfo else _netrc_auth()
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
         client = httpx.Client(
             auth=auth,
             headers={"User-Agent": f"onward/{__version__}", "Accept-Encoding": "identity"},
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,  # an upload request is never replayed elsewhere
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-            trust_env=True,
-            verify=verify,
+            limits=limits,
+            trust_env=True,  # proxies from HTTP(S)_PROXY / NO_PROXY, CAs from SSL_CERT_FILE / SSL_CERT_DIR
+            verify=verify,  # for those proxies' transports; _Transport is given it too
+            transport=_Transport(verify=verify, limits=limits),
         )
         return cls(
             target,
@@ -309,7 +360,7 @@ class UploadSink:
         content: bytes | Iterator[bytes] = b""
         if body is not None:
             headers = {**headers, "Content-Length": str(len(body))}
-            content = _pieces(body)
+            content = self._pieces.of(body)
         try:
             request = self._client.build_request(
                 method, url, headers=self._headers_for(url, headers), content=content
