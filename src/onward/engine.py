@@ -70,7 +70,7 @@ class Transfer:
         self.committed: dict[int, ChunkRecord] = {}
         self.pending: list[ChunkRecord] = []  # written, not yet synced and journaled
         self.copied = 0
-        self.resumed_from = 0  # bytes durable before this run
+        self.resumed_from = 0  # bytes kept from earlier runs (journaled, or written and adopted)
         self._buffer: memoryview | None = None
 
     # -- reporting -----------------------------------------------------------

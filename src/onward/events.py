@@ -34,7 +34,7 @@ class CopyResult(NamedTuple):
     source: str
     destination: str
     size: int
-    resumed_from: int  # bytes already durable before this run
+    resumed_from: int  # bytes kept from earlier runs, not moved by this one
     copied: int  # bytes moved by this run
     digest: str  # hex xxh3-128 of the chunk digests in order (see docs/JOURNAL.md)
     duration: float  # seconds
@@ -145,7 +145,7 @@ class FileDone(NamedTuple):
     action: str
     size: int
     copied: int  # bytes moved for it by this run
-    resumed_from: int  # bytes of it already durable before this run
+    resumed_from: int  # bytes of it kept from earlier runs
     files_done: int
     files: int
 
