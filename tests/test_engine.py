@@ -440,3 +440,18 @@ def test_the_lean_path_stops_and_fails_as_the_general_loop(fault: str) -> None:
         assert kind is NoSpaceError and "2.0 KiB more needed" in message and "partial is kept" in message
     else:
         assert kind is DurabilityError
+
+
+def test_the_default_checkpoint_interval_is_longer_where_a_resume_keeps_what_a_kill_left() -> None:
+    from onward.options import CHECKPOINT_BYTES, CHECKPOINT_BYTES_KEPT
+
+    *_, local = make(b"x", checkpoint_bytes=None)
+    remote_source, *_, remote = make(b"x", checkpoint_bytes=None)
+    remote_source.recheck_on_change = False  # a download: checking a chunk would download it
+    _, upload_sink, *_, upload = make(b"x", checkpoint_bytes=None)
+    upload_sink.can_read_back = False
+    assert local.adopts and not remote.adopts and not upload.adopts
+    assert Options().checkpoint_every(local.adopts) == CHECKPOINT_BYTES_KEPT > CHECKPOINT_BYTES
+    assert Options().checkpoint_every(remote.adopts) == Options().checkpoint_every(upload.adopts)
+    assert Options().checkpoint_every(False) == CHECKPOINT_BYTES
+    assert Options(checkpoint_bytes=5).checkpoint_every(True) == 5  # what the user asked for wins

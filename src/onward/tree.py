@@ -660,7 +660,7 @@ class TreeCopy:
         if elapsed < STRETCH * self.last_commit:
             return False
         return (
-            batch.bytes >= opts.checkpoint_bytes
+            batch.bytes >= opts.checkpoint_every(kept=False)  # a kill loses a batch
             or elapsed >= opts.checkpoint_seconds
             or len(batch.items) >= MAX_BATCH_FILES
         )

@@ -94,7 +94,11 @@ def add_copy(verbs: Any) -> None:
         "whole copy before it takes the final name; none: no read-back (durable, unchecked)",
     )
     cp.add_argument("--chunk-size", metavar="SIZE", help="journal granularity for a new copy (default 4M)")
-    cp.add_argument("--checkpoint-bytes", metavar="SIZE", help="checkpoint at least every SIZE (default 64M)")
+    cp.add_argument(
+        "--checkpoint-bytes",
+        metavar="SIZE",
+        help="checkpoint at least every SIZE (default 256M for a local file, else 64M)",
+    )
     cp.add_argument(
         "--checkpoint-seconds",
         metavar="S",
