@@ -18,11 +18,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-# name -> (module, attribute, replacement)
+# name -> (module, attribute (dotted: of a class in it), replacement)
 PATCHES: dict[str, tuple[str, str, object]] = {
     # Readahead depth 1: the reader thread cannot read (and hash) the next chunk while
     # the engine writes this one, so reading, hashing and writing take turns.
-    "readahead": ("onward.engine", "READAHEAD", 1),
+    "readahead": ("onward.endpoints.local", "LocalSource.readahead", 1),
     # Read the source through the page cache instead of with O_DIRECT.
     "source-direct": ("onward.endpoints.local", "SOURCE_DIRECT", False),
     # Write and read back the partial through the page cache (read-back after dropping it).
@@ -39,11 +39,14 @@ def main(argv: list[str]) -> int:
             print(f"onward_ablated: unknown --off={name}; known: {', '.join(PATCHES)}", file=sys.stderr)
             return 2
         module_name, attribute, value = PATCHES[name]
-        module = importlib.import_module(module_name)
-        if not hasattr(module, attribute):
+        owner: object = importlib.import_module(module_name)
+        *path, leaf = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part, None)
+        if owner is None or not hasattr(owner, leaf):
             print(f"onward_ablated: {module_name}.{attribute} no longer exists", file=sys.stderr)
             return 3
-        setattr(module, attribute, value)
+        setattr(owner, leaf, value)
     from onward.cli.main import main as cli
 
     sys.argv[0] = "onward"

@@ -22,6 +22,7 @@ Log = list[tuple[str, object]]
 class MemorySource:
     data: bytes
     connections = 1
+    readahead = 2
     recheck_on_change = True
     log: Log = field(default_factory=list)
     name: str = "/src"

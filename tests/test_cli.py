@@ -114,6 +114,20 @@ def test_several_sources_into_a_directory(tmp_path: Path, onward_cli, onward_ran
         assert (into / name).read_bytes() == data
 
 
+def test_options_may_come_between_sources_and_destination(
+    tmp_path: Path, onward_cli, onward_random_file, onward_events
+) -> None:
+    sources = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    data = [onward_random_file(path, 200_000) for path in sources]
+    into = tmp_path / "into"
+    into.mkdir()
+    proc = onward_cli("copy", sources[0], "--json", sources[1], "--chunk-size", "64K", into)
+    assert proc.returncode == 0, proc.stderr
+    assert [(into / p.name).read_bytes() for p in sources] == data
+    starts = [e for e in onward_events(proc.stdout) if e["event"] == "start"]
+    assert [e["chunk_size"] for e in starts] == [65536, 65536]  # the options applied to both
+
+
 # -- attributes --------------------------------------------------------------------------
 
 

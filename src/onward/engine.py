@@ -37,11 +37,6 @@ from .units import format_size
 
 __all__ = ["Transfer"]
 
-# Chunk buffers in flight between the reader thread and the writer: two, one read while the other
-# is written. Four were no faster (2 GiB: 2.76 s with two, 3.15 s with four, interleaved) and cost
-# 9 ms more CPU for a 256 MiB copy, each buffer's first touch (docs/PERFORMANCE.md).
-READAHEAD = 2
-
 
 def digest(data: memoryview) -> bytes:
     return xxhash.xxh3_128(data).digest()
@@ -446,7 +441,7 @@ class Transfer:
         every = opts.checkpoint_every(self.adopts)
         spans = [(i, *plan.span(i)) for i in plan.remaining(self.committed)]
         workers = self.source.connections  # parallel requests (HTTP --connections)
-        depth = READAHEAD + workers - 1
+        depth = self.source.readahead + workers - 1
         with Readahead(
             self.source.read_into, digest, spans, plan.chunk_size, depth=depth, workers=workers
         ) as chunks:

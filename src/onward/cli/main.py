@@ -40,11 +40,25 @@ class Formatter(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2."""
+    """argparse, but a usage error is one line and exit code 2; with ``intermixed``, options may
+    also come between positional arguments (``copy SRC --verify none DST``), as cp and rsync
+    take them."""
+
+    intermixed = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
+        self._mixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if not self.intermixed or self._mixing:
+            return super().parse_known_args(args, namespace)
+        self._mixing = True  # parse_known_intermixed_args parses in two passes through this method
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._mixing = False
 
     def error(self, message: str) -> NoReturn:
         # "onward:" like every other error line, whichever verb's parser found it.
@@ -77,6 +91,7 @@ def add_copy(verbs: Any) -> None:
         description="Copy SRC to DST, or several SRC into the directory DST. If a copy to the same "
         "destination was interrupted, continue it from its last checkpoint.",
     )
+    cp.intermixed = True
     cp.add_argument(
         "paths", nargs="+", metavar="SRC... DST", help="source file(s) or URL(s), then the destination"
     )

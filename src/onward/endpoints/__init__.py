@@ -32,6 +32,13 @@ class Source(Protocol):
         ...
 
     @property
+    def readahead(self) -> int:
+        """Chunk buffers the engine fills ahead of the writer (docs/PERFORMANCE.md). A file waits
+        while the writer syncs at no cost, so one being read as another is written suffices; a
+        stream's receive window fills in that time and the sender stalls, so it gets more."""
+        ...
+
+    @property
     def recheck_on_change(self) -> bool:
         """Whether a changed source's committed chunks are worth re-reading to keep the
         matching ones (cheap locally; a second download remotely, so there: start over)."""

@@ -240,6 +240,9 @@ class HttpSource:
 
     # On a changed source the engine starts over instead of downloading old chunks to compare.
     recheck_on_change = False
+    # Four buffers: room to keep draining the socket while the writer syncs (one connection,
+    # 2 GiB from nginx: 3.12 s with four, 3.44 s with two, interleaved).
+    readahead = 4
 
     def __init__(
         self,

@@ -91,6 +91,9 @@ class LocalSource:
     """A regular file, read by offset. Open it with ``LocalSource.open``."""
 
     connections = 1
+    # Two buffers: with four a 2 GiB copy was no faster (2.76 s with two, 3.15 s with four,
+    # interleaved) and a 256 MiB one took 9 ms more CPU, each buffer's first touch.
+    readahead = 2
     recheck_on_change = True
 
     def __init__(self, name: str, fd: int, st: os.stat_result) -> None:
