@@ -370,14 +370,8 @@ class Transfer:
             if self.source.read_into(offset, view) != length:
                 break  # the source got shorter: the copy finds out and deals with it
             records.append(ChunkRecord(index, length, digest(view)))
-        if not records:
-            return
-        self.sink.sync()
-        bad = set(self.check(self.sink.read_into, records))
-        good = [r for r in records if r.index not in bad]
-        if good:
-            self.journal.append(encode_chunks(good))
-            self.committed.update((r.index, r) for r in good)
+        if records:
+            self.claim(records, read_back=True)  # always: what was on disk is unknown until read
 
     def header_or_fail(self) -> Header:
         assert self.header is not None
@@ -478,18 +472,25 @@ class Transfer:
         """
         if not self.pending:
             return
-        self.sink.sync()
-        bad = set(self.check(self.sink.read_into, self.pending)) if self.reads_back else set()
-        good = [r for r in self.pending if r.index not in bad]
+        bad = self.claim(self.pending, read_back=self.reads_back)
         if bad:
-            self.read_back_wrong(len(bad))
-        if good:
-            self.journal.append(encode_chunks(good))
-            self.committed.update((r.index, r) for r in good)
+            self.read_back_wrong(bad)
         # Cleared only once journaled: a Ctrl-C before this point leaves them to salvage()
         # (a record appended twice is harmless, the later one replaces the earlier).
         self.pending.clear()
         self.emit(Checkpoint(self.sink.name, self.durable, self.plan.total_size))
+
+    def claim(self, records: list[ChunkRecord], *, read_back: bool) -> int:
+        """Sync the partial, read ``records`` back from it if ``read_back``, then journal the ones
+        that read back intact (the ordering rule: data durable before the record claims it).
+        Returns how many did not."""
+        self.sink.sync()
+        bad = set(self.check(self.sink.read_into, records)) if read_back else set()
+        good = [r for r in records if r.index not in bad]
+        if good:
+            self.journal.append(encode_chunks(good))
+            self.committed.update((r.index, r) for r in good)
+        return len(bad)
 
     # -- verifying and promoting ---------------------------------------------
 
