@@ -60,6 +60,8 @@ def add_parser(verbs: Any) -> None:
         default="auto",
         help="uvicorn's HTTP/1.1 implementation (auto: httptools when installed, else h11)",
     )
+    sv.add_argument("--no-page", action="store_true", help="do not serve the browser upload page at /")
+    sv.add_argument("--page-title", default="Upload files", metavar="TEXT", help="the upload page's title")
     sv.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
@@ -103,6 +105,10 @@ def main(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin),
         on_complete=hook,
     )
+    if not args.no_page:
+        from ..server.page import with_page
+
+        app = with_page(app, title=args.page_title, base_path=args.base_path, token=token is not None)
     config = uvicorn.Config(
         app,
         host=args.host,
