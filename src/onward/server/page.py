@@ -97,6 +97,8 @@ class UploadPage:
         await send({"type": "http.response.body", "body": body})
 
 
-def with_page(app: Any, *, title: str = "Upload files", base_path: str = "/files/", token: bool = False) -> Any:
+def with_page(
+    app: Any, *, title: str = "Upload files", base_path: str = "/files/", token: bool = False
+) -> Any:
     """``app`` with the upload page at ``/`` (``token``: the page asks for the server's token)."""
     return UploadPage(app, title=title, base_path=base_path, token_required=token)
