@@ -129,6 +129,7 @@ class Row {
     this.file = file
     this.paused = false
     this.failed = false
+    this.accepted = 0 // bytes the server has confirmed: what a pause or a failure keeps
     this.samples = []
     this.digests = new Map() // chunk offset -> base64 sha256, read by onBeforeRequest
     this.li = el('li', { class: 'file' })
@@ -156,6 +157,9 @@ class Row {
         return (status === 0 || status >= 500 || [408, 409, 423, 460].includes(status)) && navigator.onLine
       },
       onProgress: (sent, total) => this.progress(sent, total),
+      onChunkComplete: (_size, accepted) => {
+        this.accepted = accepted
+      },
       onSuccess: () => this.finished(),
       onError: (error) => this.fail(error),
     })
@@ -214,7 +218,11 @@ class Row {
     this.paused = true
     this.upload.abort()
     this.setButton('Resume')
-    this.status.textContent = `Paused at ${bytes(Number(this.bar.value))} of ${bytes(this.file.size)}.`
+    this.status.textContent = `Paused: ${this.kept()}.`
+  }
+
+  kept() {
+    return `${bytes(this.accepted)} of ${bytes(this.file.size)} are on the server`
   }
 
   setButton(text) {
@@ -251,7 +259,7 @@ class Row {
     const status = error.originalResponse ? error.originalResponse.getStatus() : 0
     this.error.textContent = explain(error, this.file)
     this.setButton('Retry')
-    this.status.textContent = `Stopped at ${bytes(Number(this.bar.value))} of ${bytes(this.file.size)}.`
+    this.status.textContent = `Stopped: ${this.kept()}.`
     if (status === 401 || status === 403) {
       window.sessionStorage.removeItem(TOKEN_KEY)
       showTokenForm('The server did not accept the token (401). Enter it again.')
