@@ -359,3 +359,44 @@ def test_build_page_script_and_lock_are_in_the_repository() -> None:
     assert (ROOT / "page" / "package-lock.json").exists()
     shipped = sorted(p.name for p in STATIC.iterdir())
     assert shipped == ["icon.svg", "index.html", "licenses.txt", "upload.css", "upload.js"]
+
+
+@needs_browser
+def test_each_failure_gets_its_own_message_and_the_other_files_go_on(
+    playwright: Any, tmp_path: Path, updir: Path
+) -> None:
+    small = random_file(tmp_path / "small.bin", 1 * MiB, seed=8)
+    big = random_file(tmp_path / "big.bin", 3 * MiB, seed=9)
+    with OnwardServer(updir, "--max-size", "2M").start() as server:
+        s = Session(playwright, server, tmp_path / "profile")
+        try:
+            s.choose(big, small)
+            upload_id = s.wait("the small file to finish", lambda: s.finished_ids() and s.finished_ids()[0])
+            assert sha256(server.directory / upload_id) == sha256(small)
+            row = s.page.locator("#active li")
+            s.wait("the big file's message", lambda: "larger than this server accepts" in row.inner_text())
+            assert "big.bin" in row.inner_text() and s.page.locator("#active li").count() == 1
+            assert row.locator("button").inner_text() == "Retry"
+            s.assert_same_origin()
+        finally:
+            s.close()
+
+
+@needs_browser
+def test_page_makes_no_request_to_another_origin(playwright: Any, tmp_path: Path, updir: Path) -> None:
+    """Every request the page makes, from loading to a finished upload, goes to the server's own
+    origin, and every one of them succeeds (no script, style or font from a CDN)."""
+    src = random_file(tmp_path / "photo.raw", 2 * MiB, seed=10)
+    with OnwardServer(updir).start() as server:
+        s = Session(playwright, server, tmp_path / "profile")
+        failed: list[str] = []
+        s.page.on("requestfailed", lambda r: failed.append(r.url))
+        try:
+            s.choose(src)
+            s.wait("the upload to finish", lambda: len(s.finished_ids()) == 1)
+            s.page.goto(server.origin + "/_page/licenses.txt")
+            s.assert_same_origin()
+            assert {r.resource_type for r in s.requests} >= {"document", "script", "stylesheet", "xhr"}
+            assert not failed and not s.errors, (failed, s.errors)
+        finally:
+            s.close()

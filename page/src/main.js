@@ -115,6 +115,9 @@ function explain(error, file) {
     return `${file.name} could not be read: it was changed or moved. Choose it again.`
   }
   if (status === 401 || status === 403) return 'The server refused the access token. Enter it again above.'
+  if (status === 413 && error.originalRequest && error.originalRequest.getMethod() === 'PATCH') {
+    return 'The server (or a proxy in front of it) refused a 16 MiB piece of the file as too large (413).'
+  }
   if (status === 413) return 'The file is larger than this server accepts.'
   if (status === 410) return 'The server no longer has this upload (it expired). Choose the file again to start over.'
   if (status === 507) return 'The server is out of disk space. Try again later.'
