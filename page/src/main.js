@@ -38,6 +38,10 @@ function duration(seconds) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`
 }
 
+function base64(buffer) {
+  return btoa(String.fromCharCode(...new Uint8Array(buffer)))
+}
+
 function el(tag, attrs = {}, text = '') {
   const node = document.createElement(tag)
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v)
@@ -169,24 +173,35 @@ class Row {
   }
 
   // Upload-Checksum per chunk when SubtleCrypto exists (secure contexts: https or 127.0.0.1):
-  // each chunk is read and hashed as it is sliced, and the hash goes on the PATCH that sends it.
+  // each chunk is hashed as tus-js-client slices it, and the hash goes on the PATCH that sends it.
+  // The next chunk is hashed while this one is on the wire, so hashing adds little time.
   hashingReader() {
     const row = this
     return {
       async openFile(input, chunkSize) {
         const source = await tus.defaultOptions.fileReader.openFile(input, chunkSize)
+        let ahead = null // {key, digest: Promise} of the chunk expected next
+        const hash = async (start, end) => {
+          const part = await source.slice(start, end)
+          return base64(await subtle.digest('SHA-256', await part.value.arrayBuffer()))
+        }
         return {
           size: source.size,
           async slice(start, end) {
             const part = await source.slice(start, end)
             if (subtle && part.value && part.value.size) {
-              const digest = await subtle.digest('SHA-256', await part.value.arrayBuffer())
+              const key = `${start}-${end}`
+              const early = ahead && ahead.key === key ? await ahead.digest : null
+              const digest = early || (await hash(start, end))
               row.digests.clear()
-              row.digests.set(String(start), btoa(String.fromCharCode(...new Uint8Array(digest))))
+              row.digests.set(String(start), digest)
+              const next = Math.min(end + chunkSize, source.size)
+              ahead = part.done ? null : { key: `${end}-${next}`, digest: hash(end, next).catch(() => null) }
             }
             return part
           },
           close() {
+            ahead = null
             source.close()
           },
         }
