@@ -64,13 +64,23 @@ class Session:
     def __init__(self, playwright: Any, server: OnwardServer, profile: Path, width: int = 1024) -> None:
         self.server = server
         self.context = browser.launch(playwright, profile, width=width)
-        self.page = self.context.pages[0] if self.context.pages else self.context.new_page()
         self.requests: list[Any] = []
         self.errors: list[str] = []
-        self.page.on("request", lambda r: self.requests.append(r))
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page = self.watched(self.context.pages[0] if self.context.pages else self.context.new_page())
         self.page.goto(server.origin + "/")
+
+    def watched(self, page: Any) -> Any:
+        page.on("request", lambda r: self.requests.append(r))
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        return page
+
+    def reopen(self) -> None:
+        """Close the tab and open the page again in a new one (same browser profile)."""
+        spare = self.context.new_page()  # keeps the browser open while the tab is closed
+        self.page.close()
+        self.page = self.watched(spare)
+        self.page.goto(self.server.origin + "/")
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
         """Poll ``check`` until it is true, letting Playwright deliver the page's events meanwhile
@@ -180,6 +190,10 @@ def test_page_is_served_with_a_strict_csp_and_no_page_turns_it_off(updir: Path) 
         assert httpx.get(server.origin + "/nothing").status_code == 404
         # the upload protocol is untouched underneath
         assert httpx.options(server.url).headers["tus-version"] == "1.0.0"
+    with OnwardServer(updir, "--base-path", "/in/", "--token", "t").start() as server:
+        page = httpx.get(server.origin + "/")  # the page itself needs no token
+        assert page.status_code == 200
+        assert 'data-endpoint="/in/"' in page.text and 'data-token="required"' in page.text
     with OnwardServer(updir, "--no-page").start() as server:
         assert httpx.get(server.origin + "/").status_code == 404
         assert httpx.get(server.origin + "/_page/upload.js").status_code == 404
@@ -243,14 +257,18 @@ def test_two_64mib_files_arrive_intact(session: Session, tmp_path: Path, capsys:
 
 
 @needs_browser
+@pytest.mark.parametrize("how", ["reload", "closed tab reopened"])
 def test_reload_half_way_then_choosing_the_file_again_resumes_from_the_servers_offset(
-    session: Session, tmp_path: Path
+    session: Session, tmp_path: Path, how: str
 ) -> None:
     size = 64 * MiB
     src = random_file(tmp_path / "disk.img", size, seed=3)
     url = session.start_slowly(src)
     before = session.wait_for_acknowledged(size // 2)
-    session.page.reload()
+    if how == "reload":
+        session.page.reload()
+    else:
+        session.reopen()
     since = len(session.requests)
     unfinished = session.page.locator("#unfinished li")
     session.wait("the unfinished upload listed", lambda: unfinished.count() == 1)
