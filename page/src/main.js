@@ -122,7 +122,10 @@ function explain(error, file) {
   if (status === 413 && error.originalRequest && error.originalRequest.getMethod() === 'PATCH') {
     return 'The server (or a proxy in front of it) refused a 16 MiB piece of the file as too large (413).'
   }
-  if (status === 413) return 'The file is larger than this server accepts.'
+  if (status === 413) {
+    const limit = /\((\d+) bytes\)/.exec(res.getBody() || '')
+    return `The file is larger than this server accepts${limit ? ` (${bytes(Number(limit[1]))})` : ''}.`
+  }
   if (status === 410) return 'The server no longer has this upload (it expired). Choose the file again to start over.'
   if (status === 507) return 'The server is out of disk space. Try again later.'
   if (status === 460) return 'The data was damaged on the way (checksum mismatch) more than once.'
@@ -277,6 +280,7 @@ class Row {
     const status = error.originalResponse ? error.originalResponse.getStatus() : 0
     this.error.textContent = explain(error, this.file)
     this.setButton('Retry')
+    this.button.hidden = status === 413 && error.originalRequest.getMethod() === 'POST' // it cannot fit
     this.status.textContent = `Stopped: ${this.kept()}.`
     if (status === 401 || status === 403) {
       window.sessionStorage.removeItem(TOKEN_KEY)
