@@ -107,7 +107,7 @@ $('token-form').addEventListener('submit', async (event) => {
   $('uploader').hidden = false
   announce('Token accepted.')
   showUnfinished()
-  for (const row of uploads) if (row.failed) row.start()
+  retryFailed()
 })
 
 // --- one file -----------------------------------------------------------------------------
@@ -289,6 +289,11 @@ class Row {
   }
 }
 
+// Files that failed and may succeed now (not those too large for the server) start again.
+function retryFailed() {
+  for (const row of uploads) if (row.failed && !row.button.hidden) row.start()
+}
+
 function addFiles(files) {
   if (tokenRequired && !token()) {
     showTokenForm('Enter the access token first.')
@@ -375,9 +380,7 @@ zone.addEventListener('drop', (event) => {
 })
 
 // A network that comes back restarts what failed while it was away.
-window.addEventListener('online', () => {
-  for (const row of uploads) if (row.failed) row.start()
-})
+window.addEventListener('online', retryFailed)
 
 if (!subtle) $('no-checksum').hidden = false
 if (tokenRequired && !token()) showTokenForm()
