@@ -48,11 +48,22 @@ def launch(playwright: Any, profile: Path, *, width: int = 1024, height: int = 7
     )
 
 
-def throttle_uploads(context: Any, page: Any, bytes_per_second: int) -> None:
-    """Limit what the page sends (DevTools network emulation), so a test can act mid-upload."""
-    cdp = context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second},
-    )
+class Network:
+    """The page's network as DevTools emulates it: an upload rate limit, or offline."""
+
+    def __init__(self, context: Any, page: Any) -> None:
+        self.cdp = context.new_cdp_session(page)
+        self.cdp.send("Network.enable")
+
+    def emulate(self, *, upload_rate: int = -1, offline: bool = False) -> None:
+        self.cdp.send(
+            "Network.emulateNetworkConditions",
+            {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload_rate},
+        )
+
+
+def throttle_uploads(context: Any, page: Any, bytes_per_second: int) -> Network:
+    """Limit what the page sends, so a test can act mid-upload."""
+    network = Network(context, page)
+    network.emulate(upload_rate=bytes_per_second)
+    return network

@@ -2,10 +2,11 @@
 
 Every browser test runs the real CLI on 127.0.0.1, opens GET / in a fresh profile, chooses real
 files with the page's file input and checks what arrived in the server's directory by sha256.
-The cases: two 64 MiB files; a reload half-way, the file chosen again, and the upload continues
-from the server's offset; the server SIGKILLed and restarted mid-upload, and the page continues
-by itself; a wrong token; pause and resume from the keyboard at 320 px wide; and, in all of
-them, not one request to another origin. A screenshot taken mid-upload is kept in the test's
+The cases: two 64 MiB files; a reload (or a closed tab) half-way, the file chosen again, and the
+upload continues from the server's offset; the server SIGKILLed and restarted mid-upload, or the
+network dropped and back, and the page continues by itself; a wrong token; a file over the limit;
+pause and resume from the keyboard at 320 px wide; and, in all of them, not one request to
+another origin. A screenshot taken mid-upload is kept in the test's
 temporary directory and its path printed.
 """
 
@@ -106,7 +107,7 @@ class Session:
 
     def start_slowly(self, src: Path) -> str:
         """Upload ``src`` at 16 MiB/s (so a test can act mid-way); the upload's URL."""
-        browser.throttle_uploads(self.context, self.page, 16 * MiB)
+        self.network = browser.throttle_uploads(self.context, self.page, 16 * MiB)
         self.choose(src)
         return str(self.wait("the upload's URL", lambda: self.upload_urls() and self.upload_urls()[0]))
 
@@ -303,6 +304,27 @@ def test_server_killed_and_restarted_mid_upload_page_resumes_by_itself(
     assert [r for r in session.requests[since:] if r.method == "HEAD" and r.url == url], (
         "no HEAD for the offset"
     )
+    assert offsets and offsets[0] >= CHUNK, offsets
+
+
+@needs_browser
+def test_network_dropped_mid_upload_page_resumes_by_itself_when_it_is_back(
+    session: Session, tmp_path: Path
+) -> None:
+    src = random_file(tmp_path / "survey.las", 64 * MiB, seed=11)
+    url = session.start_slowly(src)
+    session.wait_for_acknowledged(CHUNK)
+    session.network.emulate(offline=True)  # the browser's network goes away (navigator.onLine false)
+    row = session.page.locator("#active li")
+    session.wait(
+        "the lost-connection message", lambda: "connection to the server was lost" in row.inner_text()
+    )
+    since = len(session.requests)
+    session.network.emulate(upload_rate=16 * MiB)  # back: the 'online' event restarts the upload
+    upload_id = url.rsplit("/", 1)[1]
+    session.wait("the upload to finish by itself", lambda: session.finished_ids() == [upload_id], timeout=120)
+    assert sha256(session.server.directory / upload_id) == sha256(src)
+    offsets = session.resumed_offsets(since)
     assert offsets and offsets[0] >= CHUNK, offsets
 
 
