@@ -118,6 +118,17 @@ class Session:
         assert not created, "a new upload was created instead of resuming"
         return [offset for offset, _ in self.patches(since)]
 
+    def finishes_by_itself(self, url: str, src: Path, since: int) -> None:
+        """The upload at ``url`` ends intact with no action on the page, continuing (after a HEAD)
+        from the offset the server held, past the first chunk, after request number ``since``."""
+        upload_id = url.rsplit("/", 1)[1]
+        self.wait("the upload to finish by itself", lambda: self.finished_ids() == [upload_id], timeout=180)
+        assert sha256(self.server.directory / upload_id) == sha256(src)
+        offsets = self.resumed_offsets(since)
+        asked = [r for r in self.requests[since:] if r.method == "HEAD" and r.url == url]
+        assert asked, "the page did not ask the server for its offset"
+        assert offsets and offsets[0] >= CHUNK, offsets
+
     def wait_for_acknowledged(self, at_least: int) -> int:
         """Until the server has acknowledged ``at_least`` bytes: the page sends a PATCH from an
         offset only after the server confirmed the one before it. (A HEAD from the test would end
@@ -297,14 +308,7 @@ def test_server_killed_and_restarted_mid_upload_page_resumes_by_itself(
     session.server.kill()
     since = len(session.requests)
     session.server.start()  # same port, same directory
-    upload_id = url.rsplit("/", 1)[1]
-    session.wait("the upload to finish by itself", lambda: session.finished_ids() == [upload_id], timeout=180)
-    assert sha256(session.server.directory / upload_id) == sha256(src)
-    offsets = session.resumed_offsets(since)
-    assert [r for r in session.requests[since:] if r.method == "HEAD" and r.url == url], (
-        "no HEAD for the offset"
-    )
-    assert offsets and offsets[0] >= CHUNK, offsets
+    session.finishes_by_itself(url, src, since)
 
 
 @needs_browser
@@ -321,11 +325,7 @@ def test_network_dropped_mid_upload_page_resumes_by_itself_when_it_is_back(
     )
     since = len(session.requests)
     session.network.emulate(upload_rate=16 * MiB)  # back: the 'online' event restarts the upload
-    upload_id = url.rsplit("/", 1)[1]
-    session.wait("the upload to finish by itself", lambda: session.finished_ids() == [upload_id], timeout=120)
-    assert sha256(session.server.directory / upload_id) == sha256(src)
-    offsets = session.resumed_offsets(since)
-    assert offsets and offsets[0] >= CHUNK, offsets
+    session.finishes_by_itself(url, src, since)
 
 
 @needs_browser
