@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NoSpaceError, OnwardError
+from .guard import INFORMATIONAL
 from .protocol import (
     CHECKSUM_ALGORITHMS,
     IETF_VERSIONS,
@@ -61,6 +62,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+DEFAULT_MAX_SIZE = 100 << 30  # a safe bound on one upload and on a concatenation's result
 WRITE_BLOCK = 1 << 20  # request body is handed to the disk in blocks of this size
 TUS_CONTENT_TYPE = "application/offset+octet-stream"
 IETF_CONTENT_TYPE = "application/partial-upload"
@@ -103,7 +105,7 @@ class AuthRequest:
 @dataclass
 class ServerOptions:
     base_path: str = "/files/"
-    max_size: int | None = None  # bytes; larger uploads are refused with 413
+    max_size: int | None = DEFAULT_MAX_SIZE  # bytes; larger uploads are refused with 413; None: no limit
     expire_after: float = 24 * 3600.0  # an unfinished upload older than this is removed
     idle_timeout: float = 60.0  # seconds without a byte of request body before the request is ended
     lock_wait: float = 5.0  # seconds a request waits for the previous one on the same upload to end
@@ -145,6 +147,7 @@ class _Request:
     client: tuple[str, int] | None
     cors: list[tuple[str, str]]
     root: str = ""  # where the app is mounted
+    interim: Callable[[int, list[tuple[str, str]]], bool] | None = None  # sends a 1xx, when the server can
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -252,6 +255,7 @@ class UploadServer:
         if method == "POST" and "x-http-method-override" in headers:
             method = headers["x-http-method-override"].strip().upper()
         request = _Request(method, "", headers, ietf, scope.get("client"), cors, root)
+        request.interim = (scope.get("extensions") or {}).get(INFORMATIONAL)
         if path == self.base.rstrip("/") or path == self.base:
             return request
         if not path.startswith(self.base):
@@ -572,6 +576,10 @@ class UploadServer:
         await self._io(lambda: self.store.create(upload))
         self._uploads[upload.id] = upload
         headers = [("Location", self._location(request, upload.id))]
+        if body != 0 and request.interim is not None:
+            # 104: the client knows where to resume before it sends the data (the draft's SHOULD)
+            version = ("Upload-Draft-Interop-Version", str(request.ietf))
+            request.interim(104, [*headers, version, ("Upload-Limit", self._limits(upload))])
         async with self._hold(upload.id) as slot, self._discard_if_refused(upload):
             if body != 0:
                 await self._append(request, receive, slot, upload, checksum, complete, headers)
@@ -792,7 +800,8 @@ class UploadServer:
     @contextlib.asynccontextmanager
     async def _discard_if_refused(self, upload: Upload) -> Any:
         """Around the data of a creation request: if it is refused, the upload goes too (the
-        client never learned its URL); one cut short keeps what arrived, as any request does."""
+        request is refused whole; without a 104 the client never learned the URL); one cut
+        short keeps what arrived, as any request does."""
         try:
             yield
         except Reject as refused:
