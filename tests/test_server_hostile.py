@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,5 +268,37 @@ def test_a_finished_upload_with_a_long_history_is_still_served_after_a_restart(u
             ietf = c.head(location, headers=V8)
             assert ietf.status_code == 204 and ietf.headers["upload-complete"] == "?1"
         assert (updir / uid).read_bytes() == payload
+    finally:
+        srv.stop()
+
+
+def test_an_upload_killed_between_its_last_byte_and_promotion_is_finished_at_restart(
+    updir: Path, tmp_path: Path
+) -> None:
+    """A server killed after recording the last OFFSET but before COMPLETE and the rename: its
+    client is told the whole length is there and will not send again, so the restart finishes it."""
+    marker = tmp_path / "hooked"
+    script = tmp_path / "hook.py"
+    script.write_text(f"import sys\nopen({str(marker)!r}, 'w').write(sys.argv[1])\n")
+    hook = f"{sys.executable} {script}"
+    payload = data(5000)
+    srv = OnwardServer(updir, "--on-complete", hook).start()
+    try:
+        with httpx.Client(base_url=srv.origin, timeout=60) as c:
+            location = create(c, len(payload))
+        uid = upload_id(location)
+        srv.kill()
+        (updir / STAGING / f"{uid}.part").write_bytes(payload)  # what the last checkpoint synced ...
+        info = updir / STAGING / f"{uid}.info"
+        with open(info, "ab") as f:  # ... and recorded, before the kill
+            f.write(frame(upload_store.KIND_OFFSET, upload_store._U64.pack(len(payload))))
+        srv.start()
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (updir / uid).read_bytes() == payload and marker.read_text() == str(updir / uid)
+        with httpx.Client(base_url=srv.origin, timeout=60) as c:
+            head = c.head(location, headers=V8)
+            assert head.headers["upload-complete"] == "?1" and head.headers["upload-offset"] == "5000"
     finally:
         srv.stop()

@@ -832,10 +832,9 @@ class UploadServer:
 
     async def _sweep_forever(self) -> None:
         try:
-            assert self._hook_pool is not None
-            await asyncio.get_running_loop().run_in_executor(self._hook_pool, self._rerun_hooks)
+            await self._recover()
         except Exception:
-            log.exception("running the hooks missed before a restart failed")
+            log.exception("finishing the uploads a restart interrupted failed")
         while True:
             await asyncio.sleep(self.options.sweep_interval)
             try:
@@ -843,12 +842,30 @@ class UploadServer:
             except Exception:
                 log.exception("removing expired uploads failed")
 
-    def _rerun_hooks(self) -> None:
-        """A server killed between promotion and the hook runs it at the next start (at least once)."""
-        for upload_id in list(self.store.ids()):
-            upload = self.store.load(upload_id)
-            if upload is not None and upload.promoted and not upload.hooked:
-                self._hook(upload)
+    async def _recover(self) -> None:
+        """At start, finish what a killed server left half done: an upload whose data was all
+        recorded but that was not completed and promoted (its client, told the whole length is
+        there, will not send again), and a promoted upload whose hook did not run (at least once)."""
+        for upload_id in await self._io(lambda: list(self.store.ids())):
+            upload = await self._io(functools.partial(self.store.load, upload_id))
+            if (
+                upload is None
+                or upload.lost
+                or upload.hooked
+                or (upload.complete and upload.concat == "partial")
+            ):
+                continue  # nothing left to do (a finished partial is a piece: no promotion, no hook)
+            if not upload.promoted and upload.length != upload.offset:
+                continue  # unfinished: its client sends the rest
+            try:
+                async with self._hold(upload_id):
+                    upload = await self._get(upload_id)
+                    if upload.promoted:
+                        await self._run_hook(upload)
+                    else:
+                        await self._finish(upload)
+            except Reject as refused:  # e.g. a Repr-Digest that does not match: discarded
+                log.error("upload %s could not be finished after a restart: %s", upload_id, refused.reason)
 
     async def sweep(self) -> list[str]:
         """Remove expired uploads (unfinished: data and record; finished: the record only)."""
