@@ -138,6 +138,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"onward serve: {exc}") from None
     token = _token(args)
+    protocol = guarded_protocol(_protocol_class(args.http), args.header_timeout, args.max_connections)
     _raise_file_limit(args.max_connections)
     store = Store(args.directory)
     store.open()  # a busy or unwritable directory is one clear line here, not a startup traceback
@@ -160,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
         ssl_certfile=args.certfile,
         ssl_keyfile=args.keyfile,
         log_level=args.log_level,
-        http=guarded_protocol(_protocol_class(args.http), args.header_timeout, args.max_connections),
+        http=protocol,
         timeout_keep_alive=args.keep_alive,
         lifespan="on",
         timeout_graceful_shutdown=5,
@@ -200,8 +201,10 @@ def _token(args: argparse.Namespace) -> str | None:
 def _protocol_class(http: str) -> type[Any]:
     """uvicorn's HTTP/1.1 protocol class for --http (auto: httptools when installed, else h11)."""
     if http == "httptools":
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        except ImportError:
+            raise UsageError("--http httptools: httptools is not installed (pip install httptools)") from None
         return HttpToolsProtocol
     if http == "h11":
         from uvicorn.protocols.http.h11_impl import H11Protocol
