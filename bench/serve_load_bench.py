@@ -58,12 +58,14 @@ class Upload:
     store: Path  # tuspy's URL storage
     kill_at: int | None  # acknowledged bytes past which the client is killed once
     url: str | None = None
-    acked: int = 0
+    acked: dict[str, int] = field(default_factory=dict)  # upload URL -> highest offset acknowledged
     done: bool = False
     attempts: int = 0
     proc: subprocess.Popen[bytes] | None = None
     reader: threading.Thread | None = None
-    urls: set[str] = field(default_factory=set)
+
+    def reached(self) -> int:
+        return self.acked.get(self.url, 0) if self.url else 0
 
 
 class ServerProc:
@@ -146,9 +148,8 @@ def read_events(up: Upload, proc: subprocess.Popen[bytes]) -> None:
             continue
         if event.get("url"):
             up.url = str(event["url"])
-            up.urls.add(up.url)
-        if event.get("event") == "chunk":
-            up.acked = max(up.acked, int(event["accepted"]))
+        if event.get("event") == "chunk" and up.url is not None:
+            up.acked[up.url] = max(up.acked.get(up.url, 0), int(event["accepted"]))
         elif event.get("event") == "done":
             up.done = True
 
@@ -156,6 +157,18 @@ def read_events(up: Upload, proc: subprocess.Popen[bytes]) -> None:
 def server_offset(origin: str, url: str) -> int:
     response = httpx.head(httpx.URL(origin).join(url), headers={"Tus-Resumable": "1.0.0"}, timeout=30)
     return int(response.headers["upload-offset"]) if response.status_code == 200 else -1
+
+
+def shortfall(origin: str, up: Upload, when: str) -> int:
+    """Bytes acknowledged to ``up``'s client that the server no longer reports (must be 0)."""
+    lost = 0
+    for url, acked in up.acked.items():
+        offset = server_offset(origin, url)
+        if offset < acked:
+            print(f"  LOST after {when}: upload {up.index} ({up.client}) {url}: acknowledged {acked}, "
+                  f"HEAD says {offset}")  # fmt: skip
+            lost += acked - max(offset, 0)
+    return lost
 
 
 def kill_client(up: Upload) -> None:
@@ -211,14 +224,15 @@ def main() -> int:
         while time.monotonic() < deadline and not all(u.done for u in uploads):
             time.sleep(0.05)
             for up in uploads:
-                if up.kill_at is not None and up.acked >= up.kill_at and not up.done:
-                    acked = up.acked
+                if up.kill_at is not None and up.reached() >= up.kill_at and not up.done:
                     kill_client(up)
                     up.kill_at = None
-                    if up.url is not None and (offset := server_offset(origin, up.url)) < acked:
-                        lost += acked - max(offset, 0)
+                    lost += shortfall(origin, up, "its client was killed")
                     start_client(up, endpoint, chunk)
-            if not server_killed and sum(u.acked for u in uploads) >= 0.4 * size * len(uploads):
+            if not server_killed and sum(u.reached() for u in uploads) >= 0.4 * size * len(uploads):
+                running = sum(u.proc is not None and u.proc.poll() is None for u in uploads)
+                print(f"  server SIGKILLed after {time.monotonic() - started_at:.1f} s: {running} clients "
+                      f"running, {sum(u.done for u in uploads)} uploads done")  # fmt: skip
                 server.kill()
                 server_killed = True
                 for up in uploads:  # every client fails on the dead server (bounded by kill_client)
@@ -231,8 +245,7 @@ def main() -> int:
                         up.reader.join(timeout=30)
                 server.start()
                 for up in uploads:
-                    if up.url is not None and (offset := server_offset(origin, up.url)) < up.acked:
-                        lost += up.acked - max(offset, 0)
+                    lost += shortfall(origin, up, "the server was killed")
             for up in uploads:
                 finished = up.proc is not None and up.proc.poll() is not None
                 if finished and not up.done and up.attempts < ATTEMPTS:
@@ -253,9 +266,9 @@ def main() -> int:
                     differ += 1
                     have = stored.stat().st_size if stored.exists() else None
                     print(f"  differs: upload {up.index} ({up.client}) {up.url}: stored {have} bytes, "
-                          f"runs {up.attempts}, urls {sorted(up.urls)}")  # fmt: skip
+                          f"runs {up.attempts}, urls {sorted(up.acked)}")  # fmt: skip
         created = len(list((server.directory / ".onward-uploads").glob("*.info")))
-        extra = created - len({u.url for u in uploads if u.url})
+        extra = created - len({url for u in uploads for url in u.acked} | {u.url for u in uploads if u.url})
     finally:
         for up in uploads:
             if up.proc is not None and up.proc.poll() is None:
