@@ -64,6 +64,7 @@ class Upload:
     attempts: int = 0
     proc: subprocess.Popen[bytes] | None = None
     reader: threading.Thread | None = None
+    busy: bool = False  # a kill-and-resume thread owns the client
 
     def reached(self) -> int:
         return self.acked.get(self.url, 0) if self.url else 0
@@ -167,8 +168,12 @@ def held(directory: Path) -> int:
     return total
 
 
-def server_offset(origin: str, url: str) -> int:
-    response = httpx.head(httpx.URL(origin).join(url), headers={"Tus-Resumable": "1.0.0"}, timeout=30)
+def server_offset(origin: str, url: str) -> int | None:
+    """The upload's offset by HEAD (-1: not found); None when the server is down (not known)."""
+    try:
+        response = httpx.head(httpx.URL(origin).join(url), headers={"Tus-Resumable": "1.0.0"}, timeout=30)
+    except httpx.HTTPError:
+        return None
     return int(response.headers["upload-offset"]) if response.status_code == 200 else -1
 
 
@@ -177,7 +182,7 @@ def shortfall(origin: str, up: Upload, when: str) -> int:
     lost = 0
     for url, acked in up.acked.items():
         offset = server_offset(origin, url)
-        if offset < acked:
+        if offset is not None and offset < acked:
             print(f"  LOST after {when}: upload {up.index} ({up.client}) {url}: acknowledged {acked}, "
                   f"HEAD says {offset}")  # fmt: skip
             lost += acked - max(offset, 0)
@@ -227,27 +232,55 @@ def main() -> int:
             kill_at = rng.randrange(chunk, size) if i in victims and size > chunk else None
             client = "tus-js-client" if i % 2 == 0 else "tuspy"
             uploads.append(Upload(i, client, source, work / "sources" / f"{i:04d}.tuspy.json", kill_at))
+        print(f"  {args.uploads} sources written in {time.monotonic() - started_at:.1f} s", flush=True)
+        started_at = time.monotonic()
         server.start()
         endpoint = f"http://{HOST}:{server.port}/files/"
         origin = f"http://{HOST}:{server.port}"
+        losses: list[int] = []
+        dead = threading.Event()
+
+        def watch() -> None:  # its own thread: the main loop is slow on a loaded machine
+            while not dead.is_set() and time.monotonic() < deadline:
+                if held(server.directory) >= 0.4 * size * len(uploads):
+                    running = sum(u.proc is not None and u.proc.poll() is None for u in uploads)
+                    now, done = time.monotonic() - started_at, sum(u.done for u in uploads)
+                    print(f"  server SIGKILLed after {now:.1f} s: {running} clients running, {done} done")
+                    server.kill()
+                    dead.set()
+                time.sleep(0.05)
+
+        def kill_and_resume(up: Upload) -> None:
+            kill_client(up)
+            losses.append(shortfall(origin, up, "its client was killed"))
+            start_client(up, endpoint, chunk)
+            up.busy = False
+
+        deadline = started_at + args.timeout
+        threading.Thread(target=watch, daemon=True).start()
         for up in uploads:
             start_client(up, endpoint, chunk)
-        server_killed = False
-        deadline = started_at + args.timeout
+        restarted = False
+        report = started_at + 10
         while time.monotonic() < deadline and not all(u.done for u in uploads):
             time.sleep(0.05)
-            for up in uploads:
-                if up.kill_at is not None and up.reached() >= up.kill_at and not up.done:
-                    kill_client(up)
-                    up.kill_at = None
-                    lost += shortfall(origin, up, "its client was killed")
-                    start_client(up, endpoint, chunk)
-            if not server_killed and held(server.directory) >= 0.4 * size * len(uploads):
+            if time.monotonic() >= report:
+                report = time.monotonic() + 10
                 running = sum(u.proc is not None and u.proc.poll() is None for u in uploads)
-                print(f"  server SIGKILLed after {time.monotonic() - started_at:.1f} s: {running} clients "
-                      f"running, {sum(u.done for u in uploads)} uploads done")  # fmt: skip
-                server.kill()
-                server_killed = True
+                now, mib, done = (
+                    time.monotonic() - started_at,
+                    held(server.directory) / MiB,
+                    sum(u.done for u in uploads),
+                )
+                print(
+                    f"  {now:5.1f} s: server holds {mib:.0f} MiB, {running} clients running, {done} done",
+                    flush=True,
+                )
+            for up in uploads:
+                if up.kill_at is not None and up.reached() >= up.kill_at and not up.done and not up.busy:
+                    up.kill_at, up.busy = None, True
+                    threading.Thread(target=kill_and_resume, args=(up,), daemon=True).start()
+            if dead.is_set() and not restarted:
                 for up in uploads:  # every client fails on the dead server (bounded by kill_client)
                     if up.proc is not None and up.proc.poll() is None:
                         try:
@@ -257,15 +290,17 @@ def main() -> int:
                     if up.reader is not None:
                         up.reader.join(timeout=30)
                 server.start()
+                restarted = True
                 for up in uploads:
-                    lost += shortfall(origin, up, "the server was killed")
+                    losses.append(shortfall(origin, up, "the server was killed"))
             for up in uploads:
                 finished = up.proc is not None and up.proc.poll() is not None
-                if finished and not up.done and up.attempts < ATTEMPTS:
+                if finished and not up.done and not up.busy and up.attempts < ATTEMPTS:
                     if up.reader is not None:
                         up.reader.join(timeout=30)
                     if not up.done:
                         start_client(up, endpoint, chunk)
+        lost = sum(losses)
         for up in uploads:
             kill_client(up)
         wall = time.monotonic() - started_at

@@ -780,7 +780,10 @@ class UploadServer:
                 self.options.on_complete(finished)
             except Exception:
                 log.exception("completion hook failed for upload %s", upload.id)
-        self.store.record_hooked(upload)
+        try:
+            self.store.record_hooked(upload)
+        except OnwardError as exc:  # e.g. deleted while a hook past its timeout still ran
+            log.error("%s", exc.message)
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         assert self._io_pool is not None, "the app is started by its first request"
