@@ -169,12 +169,21 @@ def held(directory: Path) -> int:
 
 
 def server_offset(origin: str, url: str) -> int | None:
-    """The upload's offset by HEAD (-1: not found); None when the server is down (not known)."""
-    try:
-        response = httpx.head(httpx.URL(origin).join(url), headers={"Tus-Resumable": "1.0.0"}, timeout=30)
-    except httpx.HTTPError:
-        return None
-    return int(response.headers["upload-offset"]) if response.status_code == 200 else -1
+    """The upload's offset by HEAD (-1: any answer but 200 or 423); None when the server is down.
+    423 (the killed client's request is still making its bytes durable) is asked again."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = httpx.head(httpx.URL(origin).join(url), headers={"Tus-Resumable": "1.0.0"}, timeout=30)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 423 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if response.status_code != 200:
+        print(f"  HEAD {url}: {response.status_code}")
+        return -1
+    return int(response.headers["upload-offset"])
 
 
 def shortfall(origin: str, up: Upload, when: str) -> int:
