@@ -9,7 +9,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,32 @@ def onward_no_dac_prefix(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 # --- end of CLI subprocess fixtures ---------------------------------------------------------
+
+
+# --- upload server fixtures (tests/test_server*.py) --------------------------------------------
+
+
+@pytest.fixture
+def updir(tmp_path: Path) -> Path:
+    """The directory ``onward serve`` stores uploads in."""
+    path = tmp_path / "uploads"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def server(updir: Path) -> Iterator[Any]:
+    """``onward serve updir`` on a free port (``peers.servers.OnwardServer``)."""
+    from peers.servers import OnwardServer
+
+    with OnwardServer(updir).start() as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: Any) -> Iterator[Any]:
+    """An ``httpx.Client`` for ``server``."""
+    import httpx
+
+    with httpx.Client(base_url=server.origin, timeout=30) as c:
+        yield c

@@ -32,25 +32,6 @@ PARTIAL = "application/partial-upload"
 STAGING = ".onward-uploads"
 
 
-@pytest.fixture
-def updir(tmp_path: Path) -> Path:
-    path = tmp_path / "uploads"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def server(updir: Path) -> Iterator[OnwardServer]:
-    with OnwardServer(updir).start() as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: OnwardServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=30) as c:
-        yield c
-
-
 def data(size: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(size)
 

@@ -161,3 +161,20 @@ def test_a_request_that_will_not_let_go_makes_the_next_one_423(tmp_path: Path) -
         assert (await c.head(location, headers=TUS)).headers["upload-offset"] == "3"
 
     run(app, steps)
+
+
+def test_unknown_ids_and_finished_requests_leave_no_per_upload_state(tmp_path: Path) -> None:
+    """No slot is made for an id before it is known to exist, and a slot goes when its last
+    request does: memory follows the requests in flight, not the ids ever asked about
+    (bench/serve_memory_bench.py measures the RSS of 100,000 such HEADs)."""
+    app = create_app(tmp_path)
+
+    async def steps(c: httpx.AsyncClient) -> None:
+        for i in range(500):
+            assert (await c.head(f"/files/{i:032d}", headers=TUS)).status_code == 404
+        assert app._slots == {}
+        location = (await c.post("/files/", headers={**TUS, "Upload-Length": "3"})).headers["location"]
+        assert (await c.head(location, headers=TUS)).status_code == 200
+        assert app._slots == {}
+
+    run(app, steps)

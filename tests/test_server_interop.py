@@ -33,13 +33,6 @@ pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 MiB = 1 << 20
 
 
-@pytest.fixture
-def updir(tmp_path: Path) -> Path:
-    path = tmp_path / "uploads"
-    path.mkdir()
-    return path
-
-
 def source(tmp_path: Path, size: int, seed: int = 0) -> Path:
     path = tmp_path / f"source-{size}-{seed}.bin"
     path.write_bytes(random.Random(seed).randbytes(size))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
+import sys
 from typing import Any
 
 from ..errors import UsageError
 from ..units import parse_size
 
 DEFAULT_PORT = 1080  # tusd's default, so tus clients' examples work unchanged
+DEFAULT_MAX_SIZE = "100G"  # a safe bound on one upload (and a concatenation's result); "none" lifts it
 
 
 def add_parser(verbs: Any) -> None:
@@ -26,7 +30,12 @@ def add_parser(verbs: Any) -> None:
     sv.add_argument("--base-path", default="/files/", help="URL path of the upload collection (/files/)")
     sv.add_argument("--certfile", metavar="PEM", help="TLS certificate chain (with --keyfile: HTTPS)")
     sv.add_argument("--keyfile", metavar="PEM", help="TLS private key")
-    sv.add_argument("--max-size", metavar="SIZE", help="refuse uploads larger than SIZE (e.g. 10G)")
+    sv.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        default=DEFAULT_MAX_SIZE,
+        help=f"refuse uploads larger than SIZE (default {DEFAULT_MAX_SIZE}; 'none' for no limit)",
+    )
     sv.add_argument(
         "--expire-after",
         metavar="S",
@@ -41,7 +50,36 @@ def add_parser(verbs: Any) -> None:
         default=60.0,
         help="end a request that sends no data for S seconds; what arrived is kept (default 60)",
     )
-    sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set ONWARD_SERVE_TOKEN)")
+    sv.add_argument(
+        "--header-timeout",
+        metavar="S",
+        type=float,
+        default=20.0,
+        help="close a connection whose request headers take longer than S seconds (default 20)",
+    )
+    sv.add_argument(
+        "--keep-alive",
+        metavar="S",
+        type=float,
+        default=5.0,
+        help="close a connection idle between requests for S seconds (default 5)",
+    )
+    sv.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=int,
+        default=1000,
+        help="answer 503 to connections beyond N open at once (default 1000)",
+    )
+    sv.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require 'Authorization: Bearer TOKEN', TOKEN being the first line of PATH",
+    )
+    sv.add_argument(
+        "--token",
+        help="the same, TOKEN given here (visible in ps: prefer --token-file or ONWARD_SERVE_TOKEN)",
+    )
     sv.add_argument(
         "--cors-origin",
         metavar="ORIGIN",
@@ -53,6 +91,13 @@ def add_parser(verbs: Any) -> None:
         "--on-complete",
         metavar="CMD",
         help="run CMD with the finished file's path appended (and ONWARD_UPLOAD_* in the environment)",
+    )
+    sv.add_argument(
+        "--hook-timeout",
+        metavar="S",
+        type=float,
+        default=60.0,
+        help="kill an --on-complete command still running after S seconds (default 60)",
     )
     sv.add_argument(
         "--http",
@@ -71,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
     except ImportError:
         raise UsageError("onward serve needs uvicorn: pip install 'onward[server]'") from None
     from ..server import create_app
+    from ..server.guard import guarded_protocol
     from ..server.hooks import command_hook
     from ..server.store import Store
 
@@ -83,15 +129,19 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: cannot read the TLS file", path)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: not a port number")
-    for name in ("expire_after", "timeout"):
+    for name in ("expire_after", "timeout", "header_timeout", "keep_alive", "hook_timeout"):
         if not getattr(args, name) > 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    if args.max_connections < 1:
+        raise UsageError(f"--max-connections {args.max_connections}: must be at least 1")
     try:
-        max_size = parse_size(args.max_size) if args.max_size else None
-        hook = command_hook(args.on_complete) if args.on_complete is not None else None
+        max_size = None if args.max_size.lower() == "none" else parse_size(args.max_size)
+        hook = command_hook(args.on_complete, args.hook_timeout) if args.on_complete is not None else None
     except ValueError as exc:
         raise UsageError(f"onward serve: {exc}") from None
-    token = args.token or os.environ.get("ONWARD_SERVE_TOKEN") or None
+    token = _token(args)
+    protocol = guarded_protocol(_protocol_class(args.http), args.header_timeout, args.max_connections)
+    _raise_file_limit(args.max_connections)
     store = Store(args.directory)
     store.open()  # a busy or unwritable directory is one clear line here, not a startup traceback
     store.close()
@@ -104,6 +154,7 @@ def main(args: argparse.Namespace) -> int:
         token=token,
         cors_origins=tuple(args.cors_origin),
         on_complete=hook,
+        hook_timeout=args.hook_timeout,
     )
     if not args.no_page:
         from ..server.page import with_page
@@ -116,7 +167,8 @@ def main(args: argparse.Namespace) -> int:
         ssl_certfile=args.certfile,
         ssl_keyfile=args.keyfile,
         log_level=args.log_level,
-        http=args.http,
+        http=protocol,
+        timeout_keep_alive=args.keep_alive,
         lifespan="on",
         timeout_graceful_shutdown=5,
         server_header=False,
@@ -124,3 +176,57 @@ def main(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token: --token-file, else ONWARD_SERVE_TOKEN, else --token (with a warning:
+    a command line is readable by every user of the machine)."""
+    if args.token_file and args.token:
+        raise UsageError("give --token-file or --token, not both")
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"{args.token_file}: cannot read the token file: {exc}", args.token_file
+            ) from None
+        if not token:
+            raise UsageError(f"{args.token_file}: the token file is empty", args.token_file)
+        return token
+    if args.token:
+        print(
+            "onward serve: warning: --token is visible to every user of this machine (ps, /proc); "
+            "use --token-file or ONWARD_SERVE_TOKEN",
+            file=sys.stderr,
+        )
+        return str(args.token)
+    return os.environ.get("ONWARD_SERVE_TOKEN") or None
+
+
+def _protocol_class(http: str) -> type[Any]:
+    """uvicorn's HTTP/1.1 protocol class for --http (auto: httptools when installed, else h11)."""
+    if http == "httptools":
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        except ImportError:
+            raise UsageError("--http httptools: httptools is not installed (pip install httptools)") from None
+        return HttpToolsProtocol
+    if http == "h11":
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    return AutoHTTPProtocol
+
+
+def _raise_file_limit(connections: int) -> None:
+    """Each connection and each upload being written holds a descriptor: raise the soft limit
+    towards the hard one (as Go programs do at start) so --max-connections can be reached."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):  # else past the soft limit accept() fails: EMFILE
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -5,8 +5,9 @@ body to disk with bounded memory and deciding exactly when to ``fdatasync``, ove
 path pattern; a framework would add a dependency and a request object between the body
 and the disk, and nothing a mounted app needs (Starlette and FastAPI mount any ASGI app).
 
-Blocking file work (writes, ``fdatasync``, promotion, hooks) runs in the default thread
-pool so one slow disk does not stall other uploads. Every request to an upload takes
+Blocking file work (writes, ``fdatasync``, promotion) runs in the server's own bounded pool
+of I/O threads, and completion hooks in a second, smaller pool with a timeout, so a slow
+hook never holds a thread that moves upload bytes. Every request to an upload takes
 that upload's lock; a new request ends the one holding it (what the IETF draft
 recommends: the client only sends a new one when it believes the old one failed), and
 gets 423 Locked if the old one does not let go within ``lock_wait`` seconds.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import ctypes
 import email.utils
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NoSpaceError, OnwardError
+from .guard import INFORMATIONAL
 from .protocol import (
     CHECKSUM_ALGORITHMS,
     IETF_VERSIONS,
@@ -59,6 +62,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+DEFAULT_MAX_SIZE = 100 << 30  # a safe bound on one upload and on a concatenation's result
 WRITE_BLOCK = 1 << 20  # request body is handed to the disk in blocks of this size
 TUS_CONTENT_TYPE = "application/offset+octet-stream"
 IETF_CONTENT_TYPE = "application/partial-upload"
@@ -101,7 +105,7 @@ class AuthRequest:
 @dataclass
 class ServerOptions:
     base_path: str = "/files/"
-    max_size: int | None = None  # bytes; larger uploads are refused with 413
+    max_size: int | None = DEFAULT_MAX_SIZE  # bytes; larger uploads are refused with 413; None: no limit
     expire_after: float = 24 * 3600.0  # an unfinished upload older than this is removed
     idle_timeout: float = 60.0  # seconds without a byte of request body before the request is ended
     lock_wait: float = 5.0  # seconds a request waits for the previous one on the same upload to end
@@ -112,6 +116,9 @@ class ServerOptions:
     token: str | None = None  # require "Authorization: Bearer TOKEN"
     auth: Callable[[AuthRequest], bool | Awaitable[bool]] | None = None
     on_complete: Callable[[FinishedUpload], object] | None = None
+    hook_timeout: float = 60.0  # seconds a response waits for the hook (a command is then killed)
+    hook_workers: int = 4  # hooks running at once; more wait their turn, upload bytes never do
+    io_threads: int = 8  # threads writing and syncing upload data, sized for one disk
     clock: Callable[[], float] = field(default=time.time, repr=False)
 
 
@@ -120,6 +127,7 @@ class _Slot:
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
+        self.users = 0  # requests holding or waiting for the lock: the slot is dropped at 0
         self.ended = False
         self.waiting: asyncio.Timeout | None = None  # the holder's wait for its next body message
 
@@ -139,6 +147,7 @@ class _Request:
     client: tuple[str, int] | None
     cors: list[tuple[str, str]]
     root: str = ""  # where the app is mounted
+    interim: Callable[[int, list[tuple[str, str]]], bool] | None = None  # sends a 1xx, when the server can
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -165,6 +174,8 @@ class UploadServer:
         self._uploads: dict[str, Upload] = {}
         self._started = False
         self._sweeper: asyncio.Task[None] | None = None
+        self._io_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._hook_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     # --- ASGI entry ------------------------------------------------------------------------
 
@@ -208,6 +219,9 @@ class UploadServer:
             elif message["type"] == "lifespan.shutdown":
                 if self._sweeper is not None:
                     self._sweeper.cancel()
+                for pool in (self._io_pool, self._hook_pool):
+                    if pool is not None:
+                        pool.shutdown(wait=False)  # running work finishes; the interpreter joins it
                 self.store.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -217,6 +231,8 @@ class UploadServer:
         if self._started:
             return
         self.store.open()
+        self._io_pool = concurrent.futures.ThreadPoolExecutor(self.options.io_threads, "onward-io")
+        self._hook_pool = concurrent.futures.ThreadPoolExecutor(self.options.hook_workers, "onward-hook")
         self._started = True
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
@@ -239,6 +255,7 @@ class UploadServer:
         if method == "POST" and "x-http-method-override" in headers:
             method = headers["x-http-method-override"].strip().upper()
         request = _Request(method, "", headers, ietf, scope.get("client"), cors, root)
+        request.interim = (scope.get("extensions") or {}).get(INFORMATIONAL)
         if path == self.base.rstrip("/") or path == self.base:
             return request
         if not path.startswith(self.base):
@@ -403,10 +420,11 @@ class UploadServer:
 
     # --- uploads: lookup and the one-writer rule -------------------------------------------
 
-    def _get(self, upload_id: str) -> Upload:
+    async def _get(self, upload_id: str) -> Upload:
+        """The upload (loaded once, then kept); call it holding the upload's lock."""
         upload = self._uploads.get(upload_id)
         if upload is None:
-            upload = self.store.load(upload_id)
+            upload = await self._io(functools.partial(self.store.load, upload_id))
             if upload is None:
                 raise Reject(404, "no such upload")
             self._uploads[upload_id] = upload
@@ -418,34 +436,46 @@ class UploadServer:
 
     @contextlib.asynccontextmanager
     async def _hold(self, upload_id: str) -> Any:
-        """The upload's lock; a request still holding it is told to end first."""
-        slot = self._slots.setdefault(upload_id, _Slot())
-        if slot.lock.locked():
-            slot.end_holder()
+        """The upload's lock; a request still holding it is told to end first. Only an upload
+        that exists gets a slot, and only while requests use it: unknown ids cost no memory."""
+        if upload_id not in self._uploads and not await self._io(
+            functools.partial(os.path.exists, self.store.info_path(upload_id))
+        ):
+            raise Reject(404, "no such upload")
+        slot = self._slots.get(upload_id)
+        if slot is None:
+            slot = self._slots[upload_id] = _Slot()
+        slot.users += 1
         try:
-            async with asyncio.timeout(self.options.lock_wait):
-                await slot.lock.acquire()
-        except TimeoutError:
-            raise Reject(423, "another request is still writing to this upload; retry shortly") from None
-        slot.ended = False
-        try:
-            yield slot
+            if slot.lock.locked():
+                slot.end_holder()
+            try:
+                async with asyncio.timeout(self.options.lock_wait):
+                    await slot.lock.acquire()
+            except TimeoutError:
+                raise Reject(423, "another request is still writing to this upload; retry shortly") from None
+            slot.ended = False
+            try:
+                yield slot
+            finally:
+                slot.lock.release()
         finally:
-            slot.lock.release()
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[upload_id]
 
     # --- HEAD and DELETE -----------------------------------------------------------------
 
     async def _head(self, request: _Request) -> None:
         async with self._hold(request.target):
-            upload = self._get(request.target)
+            upload = await self._get(request.target)
             status = 204 if request.ietf is not None else 200
             raise _Outcome(status, self._state(request, upload))
 
     async def _delete(self, request: _Request) -> None:
         async with self._hold(request.target):
-            upload = self._get(request.target)
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, lambda: self.store.remove(upload, keep_finished=True))
+            upload = await self._get(request.target)
+            await self._io(lambda: self.store.remove(upload, keep_finished=True))
             self._uploads.pop(upload.id, None)
             headers = [] if request.ietf is not None else [("Tus-Resumable", TUS_VERSION)]
             raise _Outcome(204, headers)
@@ -483,17 +513,20 @@ class UploadServer:
             raise Reject(400, "send exactly one of Upload-Length and Upload-Defer-Length: 1")
         self._check_size(length)
         body = _content_length(request)
-        if body and (request.header("content-type") or "").split(";")[0].strip() != TUS_CONTENT_TYPE:
+        if body is None:  # chunked: whether data comes is known only from the stream
+            has_data, receive = await self._peek_body(receive)
+            body = None if has_data else 0
+        if body != 0 and (request.header("content-type") or "").split(";")[0].strip() != TUS_CONTENT_TYPE:
             raise Reject(415, f"data sent with the creation request must be {TUS_CONTENT_TYPE}")
         if body and length is not None and body > length:
             raise Reject(413, "more data than Upload-Length")
-        checksum = parse_checksum(request.header("upload-checksum"), None) if body else None
+        checksum = parse_checksum(request.header("upload-checksum"), None) if body != 0 else None
         upload = self._new_upload(length, metadata)
         upload.concat = concat[0] if concat else None
-        await self._run(lambda: self.store.create(upload))
+        await self._io(lambda: self.store.create(upload))
         self._uploads[upload.id] = upload
         headers = [("Location", self._location(request, upload.id))]
-        async with self._hold(upload.id) as slot:
+        async with self._hold(upload.id) as slot, self._discard_if_refused(upload):
             if body != 0:
                 await self._append(request, receive, slot, upload, checksum, None, headers)
             if upload.length == upload.offset and not upload.complete:
@@ -503,7 +536,7 @@ class UploadServer:
     async def _create_final(
         self, request: _Request, part_ids: list[str], metadata: dict[str, str | None]
     ) -> None:
-        parts = [self._get(p) for p in part_ids]
+        parts = [await self._get(p) for p in part_ids]
         for part in parts:
             if part.concat != "partial" or not part.complete:
                 raise Reject(
@@ -513,10 +546,10 @@ class UploadServer:
         self._check_size(length)
         upload = self._new_upload(length, metadata)
         upload.concat, upload.parts = "final", part_ids
-        await self._run(lambda: self.store.create(upload))
+        await self._io(lambda: self.store.create(upload))
         self._uploads[upload.id] = upload
         async with self._hold(upload.id):
-            await self._run(lambda: self.store.concatenate(upload, parts))
+            await self._io(lambda: self.store.concatenate(upload, parts))
             await self._finish(upload)
             raise _Outcome(201, [("Location", self._location(request, upload.id)), *self._tus_state(upload)])
 
@@ -534,16 +567,20 @@ class UploadServer:
             raise Reject(400, "more data than Upload-Length", "inconsistent-upload-length")
         self._check_size(length)
         metadata = parse_metadata(request.header("upload-metadata"))
-        checksum = parse_checksum(None, request.header("content-digest")) if body else None
+        checksum = parse_checksum(None, request.header("content-digest")) if body != 0 else None
         repr_digest = digest_field(request.header("repr-digest") or "")
         upload = self._new_upload(length, metadata)
         upload.content_type = request.header("content-type")
         if repr_digest is not None:
             upload.repr_digest = (repr_digest[0], repr_digest[1].hex())
-        await self._run(lambda: self.store.create(upload))
+        await self._io(lambda: self.store.create(upload))
         self._uploads[upload.id] = upload
         headers = [("Location", self._location(request, upload.id))]
-        async with self._hold(upload.id) as slot:
+        if body != 0 and request.interim is not None:
+            # 104: the client knows where to resume before it sends the data (the draft's SHOULD)
+            version = ("Upload-Draft-Interop-Version", str(request.ietf))
+            request.interim(104, [*headers, version, ("Upload-Limit", self._limits(upload))])
+        async with self._hold(upload.id) as slot, self._discard_if_refused(upload):
             if body != 0:
                 await self._append(request, receive, slot, upload, checksum, complete, headers)
             elif complete:
@@ -555,7 +592,7 @@ class UploadServer:
 
     async def _patch(self, request: _Request, receive: Receive) -> None:
         async with self._hold(request.target) as slot:
-            upload = self._get(request.target)
+            upload = await self._get(request.target)
             content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
             if request.ietf is not None:
                 await self._patch_ietf(request, receive, slot, upload, content_type)
@@ -579,21 +616,21 @@ class UploadServer:
                 f"Upload-Offset is {offset} but the upload is at {upload.offset}\n".encode(),
             )
         new_length = parse_tus_integer(request.header("upload-length"), "Upload-Length")
-        if new_length is not None and new_length != upload.length:
+        if new_length == upload.length:
+            new_length = None
+        elif new_length is not None:
             if upload.length is not None:
                 raise Reject(400, "Upload-Length cannot change once it is set")
             if new_length < upload.offset:
                 raise Reject(400, "Upload-Length is smaller than what was already uploaded")
             self._check_size(new_length)
-            length_now = new_length
-            await self._run(lambda: self.store.record_length(upload, length_now))
         checksum = parse_checksum(request.header("upload-checksum"), None)
         body = _content_length(request)
-        limit = upload.length if upload.length is not None else self.options.max_size
+        limit = self._limit(upload, new_length)
         if body is not None and limit is not None and upload.offset + body > limit:
             raise Reject(413, "the data goes past the upload's length")
         headers: list[tuple[str, str]] = []
-        await self._append(request, receive, slot, upload, checksum, None, headers)
+        await self._append(request, receive, slot, upload, checksum, None, headers, new_length)
         raise _Outcome(204, headers + self._tus_state(upload))
 
     async def _patch_ietf(
@@ -630,15 +667,13 @@ class UploadServer:
             if length < upload.offset or (body is not None and upload.offset + body > length):
                 raise Reject(400, "the data does not fit the upload's length", "inconsistent-upload-length")
             self._check_size(length)
-            if upload.length is None:
-                length_now = length
-                await self._run(lambda: self.store.record_length(upload, length_now))
-        limit = upload.length if upload.length is not None else self.options.max_size
+        new_length = length if upload.length is None else None
+        limit = self._limit(upload, new_length)
         if body is not None and limit is not None and upload.offset + body > limit:
             raise Reject(413, "the data goes past the upload's size limit")
         checksum = parse_checksum(None, request.header("content-digest"))
         headers: list[tuple[str, str]] = []
-        await self._append(request, receive, slot, upload, checksum, complete, headers)
+        await self._append(request, receive, slot, upload, checksum, complete, headers, new_length)
         status = 200 if upload.complete else 204
         raise _Outcome(status, headers + self._ietf_state(upload))
 
@@ -651,21 +686,25 @@ class UploadServer:
         checksum: Checksum | None,
         ietf_complete: bool | None,
         headers: list[tuple[str, str]],
+        new_length: int | None = None,
     ) -> None:
         """Stream the request body onto the upload; what arrived is durable when this returns
-        (or raises), except a body whose checksum failed, which is dropped whole."""
-        limit = upload.length if upload.length is not None else self.options.max_size
-        writer = _Writer(self.store, upload, checksum, self.options)
-        await self._run(writer.open)
+        (or raises), except the body of a refused request (a failed checksum, data past the
+        length), which is dropped whole, with ``new_length`` (a deferred length this request
+        sets, recorded only once its data is taken)."""
+        writer = _Writer(self.store, upload, checksum, self.options, self._pool())
+        await self._io(writer.open)
         outcome = "done"
         try:
-            outcome = await writer.stream(receive, slot, limit)
+            outcome = await writer.stream(receive, slot, self._limit(upload, new_length))
         finally:
             try:
-                await self._run(writer.close)
+                await self._io(writer.close)
             except asyncio.CancelledError:  # shutting down: make what arrived durable anyway
                 writer.close()
                 raise
+        if new_length is not None and writer.keep:
+            await self._io(lambda: self.store.record_length(upload, new_length))
         if outcome == "bad-checksum":
             raise Reject(
                 checksum.mismatch_status if checksum else 460, "checksum mismatch: the data was dropped"
@@ -696,25 +735,40 @@ class UploadServer:
                 "inconsistent-upload-length",
             )
         if upload.length is None:
-            await self._run(lambda: self.store.record_length(upload, upload.offset))
+            await self._io(lambda: self.store.record_length(upload, upload.offset))
         await self._finish(upload)
 
     async def _finish(self, upload: Upload) -> None:
         """Complete: check Repr-Digest, promote (not a partial of a concatenation), run the hook."""
         if upload.repr_digest is not None:
             algorithm, want = upload.repr_digest
-            have = await self._run(lambda: _file_digest(self.store.data_path(upload), algorithm))
+            have = await self._io(lambda: _file_digest(self.store.data_path(upload), algorithm))
             if have != want:
-                await self._run(lambda: self.store.remove(upload, keep_finished=False))
+                await self._io(lambda: self.store.remove(upload, keep_finished=False))
                 self._uploads.pop(upload.id, None)
                 raise Reject(
                     400, f"{algorithm} of the upload does not match Repr-Digest; the upload was discarded"
                 )
-        await self._run(lambda: self.store.record_complete(upload))
+        await self._io(lambda: self.store.record_complete(upload))
         if upload.concat == "partial":
             return
-        await self._run(lambda: self.store.promote(upload))
-        await self._run(lambda: self._hook(upload))
+        await self._io(lambda: self.store.promote(upload))
+        await self._run_hook(upload)
+
+    async def _run_hook(self, upload: Upload) -> None:
+        """The hook in the hook pool; the response waits for it at most ``hook_timeout`` seconds
+        (a command hook is killed then, a Python one is left to finish and record HOOKED)."""
+        assert self._hook_pool is not None
+        running = asyncio.get_running_loop().run_in_executor(self._hook_pool, self._hook, upload)
+        try:
+            async with asyncio.timeout(self.options.hook_timeout):
+                await asyncio.shield(running)
+        except TimeoutError:
+            log.error(
+                "completion hook for upload %s still running after %g s; answering without it",
+                upload.id,
+                self.options.hook_timeout,
+            )
 
     def _hook(self, upload: Upload) -> None:
         if self.options.on_complete is not None:
@@ -726,18 +780,64 @@ class UploadServer:
                 self.options.on_complete(finished)
             except Exception:
                 log.exception("completion hook failed for upload %s", upload.id)
-        self.store.record_hooked(upload)
+        try:
+            self.store.record_hooked(upload)
+        except OnwardError as exc:  # e.g. deleted while a hook past its timeout still ran
+            log.error("%s", exc.message)
 
-    async def _run(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, fn)
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        assert self._io_pool is not None, "the app is started by its first request"
+        return self._io_pool
+
+    async def _io(self, fn: Callable[[], Any]) -> Any:
+        """Blocking store work in the I/O pool (never the hooks', never the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), fn)
+
+    def _limit(self, upload: Upload, new_length: int | None = None) -> int | None:
+        """Where this request's data must stop: the length (or the one it sets), else --max-size."""
+        for limit in (new_length, upload.length, self.options.max_size):
+            if limit is not None:
+                return limit
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _discard_if_refused(self, upload: Upload) -> Any:
+        """Around the data of a creation request: if it is refused, the upload goes too (the
+        request is refused whole; without a 104 the client never learned the URL); one cut
+        short keeps what arrived, as any request does."""
+        try:
+            yield
+        except Reject as refused:
+            if refused.status not in (408, 409):
+                await self._io(lambda: self.store.remove(upload, keep_finished=False))
+                self._uploads.pop(upload.id, None)
+            raise
+
+    async def _peek_body(self, receive: Receive) -> tuple[bool, Receive]:
+        """Whether a body of unknown length (chunked) carries any byte, and a ``receive`` that
+        hands back what was read for that first."""
+        seen: list[Message] = []
+        try:
+            async with asyncio.timeout(self.options.idle_timeout):
+                while not seen or (seen[-1]["type"] == "http.request" and seen[-1].get("more_body")):
+                    seen.append(await receive())
+                    if seen[-1].get("body"):
+                        break
+        except TimeoutError:
+            raise Reject(408, f"no data for {self.options.idle_timeout:g} s") from None
+
+        async def replay() -> Message:
+            return seen.pop(0) if seen else await receive()
+
+        return any(m.get("body") for m in seen), replay
 
     # --- expiry ----------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
         try:
-            await self._run(self._rerun_hooks)
+            await self._recover()
         except Exception:
-            log.exception("running the hooks missed before a restart failed")
+            log.exception("finishing the uploads a restart interrupted failed")
         while True:
             await asyncio.sleep(self.options.sweep_interval)
             try:
@@ -745,29 +845,45 @@ class UploadServer:
             except Exception:
                 log.exception("removing expired uploads failed")
 
-    def _rerun_hooks(self) -> None:
-        """A server killed between promotion and the hook runs it at the next start (at least once)."""
-        for upload_id in list(self.store.ids()):
-            upload = self.store.load(upload_id)
-            if upload is not None and upload.promoted and not upload.hooked:
-                self._hook(upload)
+    async def _recover(self) -> None:
+        """At start, finish what a killed server left half done: an upload whose data was all
+        recorded but that was not completed and promoted (its client, told the whole length is
+        there, will not send again), and a promoted upload whose hook did not run (at least once)."""
+        for upload_id in await self._io(lambda: list(self.store.ids())):
+            upload = await self._io(functools.partial(self.store.load, upload_id))
+            if (
+                upload is None
+                or upload.lost
+                or upload.hooked
+                or (upload.complete and upload.concat == "partial")
+            ):
+                continue  # nothing left to do (a finished partial is a piece: no promotion, no hook)
+            if not upload.promoted and upload.length != upload.offset:
+                continue  # unfinished: its client sends the rest
+            try:
+                async with self._hold(upload_id):
+                    upload = await self._get(upload_id)
+                    if upload.promoted:
+                        await self._run_hook(upload)
+                    else:
+                        await self._finish(upload)
+            except Reject as refused:  # e.g. a Repr-Digest that does not match: discarded
+                log.error("upload %s could not be finished after a restart: %s", upload_id, refused.reason)
 
     async def sweep(self) -> list[str]:
         """Remove expired uploads (unfinished: data and record; finished: the record only)."""
         now = self.options.clock()
         removed = []
-        for upload_id in await self._run(lambda: list(self.store.ids())):
-            slot = self._slots.get(upload_id)
-            if slot is not None and slot.lock.locked():
+        for upload_id in await self._io(lambda: list(self.store.ids())):
+            if upload_id in self._slots:  # in use
                 continue
-            upload = self._uploads.get(upload_id) or await self._run(
+            upload = self._uploads.get(upload_id) or await self._io(
                 functools.partial(self.store.load, upload_id)
             )
             if upload is None or now <= upload.expires:
                 continue
-            await self._run(functools.partial(self.store.remove, upload, keep_finished=True))
+            await self._io(functools.partial(self.store.remove, upload, keep_finished=True))
             self._uploads.pop(upload_id, None)
-            self._slots.pop(upload_id, None)
             removed.append(upload_id)
         return removed
 
@@ -776,12 +892,18 @@ class _Writer:
     """One request body onto one upload: blocks to the disk, checkpoints, the checksum."""
 
     def __init__(
-        self, store: Store, upload: Upload, checksum: Checksum | None, options: ServerOptions
+        self,
+        store: Store,
+        upload: Upload,
+        checksum: Checksum | None,
+        options: ServerOptions,
+        pool: concurrent.futures.Executor,
     ) -> None:
         self.store, self.upload, self.checksum, self.options = store, upload, checksum, options
+        self.pool = pool
         self.hasher = hashlib.new(checksum.algorithm) if checksum else None
         self.fd = -1
-        self.pos = upload.offset
+        self.start = self.pos = upload.offset
         self.keep = checksum is None  # False: drop what this request wrote (checksum failed or unchecked)
 
     def open(self) -> None:
@@ -848,7 +970,7 @@ class _Writer:
                     written = queued
                 data = b"".join(pending)  # measured: cheaper than pwritev of many small buffers
                 pending, size = [], 0
-                writing = loop.run_in_executor(None, self.write, data, queued)
+                writing = loop.run_in_executor(self.pool, self.write, data, queued)
                 queued += len(data)
                 now = loop.time()
                 due = written - self.upload.offset >= self.options.checkpoint_bytes
@@ -861,7 +983,7 @@ class _Writer:
                 ):
                     if syncing is not None:
                         await syncing  # done: surfaces its error, if any
-                    syncing = loop.run_in_executor(None, self.checkpoint, written)
+                    syncing = loop.run_in_executor(self.pool, self.checkpoint, written)
                     last = now
         finally:
             confirmed = written  # a failed write must never be claimed by the final checkpoint
@@ -874,7 +996,7 @@ class _Writer:
             finally:
                 self.pos = confirmed
         if pending and self.keep:
-            await loop.run_in_executor(None, self.write, b"".join(pending), self.pos)
+            await loop.run_in_executor(self.pool, self.write, b"".join(pending), self.pos)
             self.pos += size
         if self.hasher is not None and self.checksum is not None:
             # a checked body is kept whole or not at all: never a prefix nobody verified
@@ -884,14 +1006,18 @@ class _Writer:
         return outcome
 
     def close(self) -> None:
-        """Make what arrived durable and record it, or (``keep`` False) drop it."""
+        """Make what arrived durable and record it, or (``keep`` False) drop all of it: an
+        offset checkpointed inside this request (nobody was told it) is taken back first,
+        then the data cut, so the record never claims bytes the file no longer has."""
         if self.fd < 0:
             return
         try:
             if self.keep and self.pos != self.upload.offset:
                 self.checkpoint()
             elif not self.keep:
-                os.ftruncate(self.fd, self.upload.offset)
+                if self.upload.offset != self.start:
+                    self.store.record_offset(self.upload, self.start)
+                os.ftruncate(self.fd, self.start)
         finally:
             os.close(self.fd)
             self.fd = -1

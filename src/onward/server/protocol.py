@@ -62,6 +62,10 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 _SF_INTEGER = re.compile(r"[0-9]{1,15}")  # RFC 8941: at most 15 digits
 _META_KEY = re.compile(r"[^\s,]+")
 MAX_METADATA = 16 * 1024  # bytes of Upload-Metadata accepted; tusd and @tus/server have similar caps
+# A final concatenation copies every part it names: naming one partial many times multiplies
+# the writes of one small request. A few repeats are allowed (a file may repeat a block).
+MAX_PART_REPEATS = 4
+MAX_PARTS = 1024
 
 
 @dataclass(eq=False)  # not frozen: the exception machinery sets __traceback__
@@ -194,7 +198,10 @@ def parse_concat(value: str | None, base_path: str) -> tuple[str, list[str]] | N
     kind, sep, urls = text.partition(";")
     if kind != "final" or not sep or not urls.strip():
         raise Reject(400, "Upload-Concat must be 'partial' or 'final;URL URL ...'")
-    ids = []
+    ids: list[str] = []
+    seen: dict[str, int] = {}
+    if len(urls.split()) > MAX_PARTS:
+        raise Reject(400, f"Upload-Concat names more than {MAX_PARTS} parts")
     for url in urls.split():
         path = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*", "", url)
         if not path.startswith(base_path):
@@ -203,6 +210,9 @@ def parse_concat(value: str | None, base_path: str) -> tuple[str, list[str]] | N
         if not valid_id(upload_id):
             raise Reject(400, f"Upload-Concat names {url[:80]!r}, which is not an upload of this server")
         ids.append(upload_id)
+        seen[upload_id] = seen.get(upload_id, 0) + 1
+        if seen[upload_id] > MAX_PART_REPEATS:
+            raise Reject(400, f"Upload-Concat names {url[:80]!r} more than {MAX_PART_REPEATS} times")
     return "final", ids
 
 

@@ -15,6 +15,11 @@ only after ``fdatasync`` of the data it claims, so the offset a restarted server
 is never ahead of the bytes on disk; LENGTH (a deferred length became known), COMPLETE,
 PROMOTED and HOOKED mark the last steps. An append overwrites a torn tail rather than
 writing after it, so one bad record never hides the good ones after it.
+
+A slow client may send small PATCHes for days, one OFFSET record each: once the record
+passes ``COMPACT_AT`` bytes it is rewritten as the few records that say the same thing
+(temporary name, fsync, rename, fsync of the directory), so a restart reads a short file
+whatever the history; the whole file is read either way, however long it is.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import struct
@@ -45,7 +51,9 @@ KIND_COMPLETE = 11
 KIND_PROMOTED = 12
 KIND_HOOKED = 13
 _U64 = struct.Struct("<Q")
+log = logging.getLogger("onward.server")
 COPY_BLOCK = 1 << 20
+COMPACT_AT = 64 << 10  # bytes of record file (about 3,800 OFFSET records) before it is rewritten short
 
 
 @dataclass
@@ -173,31 +181,22 @@ class Store:
 
     def create(self, upload: Upload) -> None:
         """Write the record (temporary name, fsync, rename) and an empty data file, durably."""
-        data = preamble() + frame(KIND_UPLOAD, json.dumps(upload.header(), sort_keys=True).encode())
         info = self.info_path(upload.id)
-        tmp = info + ".tmp"
         try:
             fd = os.open(
                 self.part_path(upload.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
             )
             os.close(fd)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, info)
+            upload.info_length = _replace(info, _state_records(upload))
             fsync_dir(info, "creating the upload")
         except OSError as exc:
             raise from_oserror(exc, info, "creating the upload", source=False) from None
-        upload.info_length = len(data)
 
     def load(self, upload_id: str) -> Upload | None:
         """The upload's record as it is on disk, or None when there is none (or it is unreadable)."""
         try:
             with open(self.info_path(upload_id), "rb") as f:
-                data = f.read(1 << 22)
+                data = f.read()  # all of it: an OFFSET past any fixed buffer was acknowledged too
         except FileNotFoundError:
             return None
         try:
@@ -249,10 +248,26 @@ class Store:
             raise DurabilityError(f"{path}: recording the upload's progress failed: {exc}", path) from None
         upload.info_length += len(record)
 
+    def _compact(self, upload: Upload) -> None:
+        """Rewrite a long record as the records that say the same (temporary name, fsync,
+        rename, fsync of the directory): a crash at any step leaves the old or the new file,
+        and both read as the same upload."""
+        if upload.info_length < COMPACT_AT:
+            return
+        path = self.info_path(upload.id)
+        try:
+            upload.info_length = _replace(path, _state_records(upload))
+        except OSError as exc:  # the long record is still whole and readable: keep it
+            log.warning("%s: could not shorten the upload's record: %s", path, exc)
+            return
+        fsync_dir(path, "shortening the upload's record")
+
     def record_offset(self, upload: Upload, offset: int) -> None:
-        """Call only after the data up to ``offset`` was ``fdatasync``ed."""
+        """Call only after the data up to ``offset`` was ``fdatasync``ed (or, going back, before
+        the data past ``offset`` is cut off: a refused request's bytes are taken back)."""
         self._append(upload, frame(KIND_OFFSET, _U64.pack(offset)))
         upload.offset = offset
+        self._compact(upload)
 
     def record_length(self, upload: Upload, length: int) -> None:
         self._append(upload, frame(KIND_LENGTH, _U64.pack(length)))
@@ -308,10 +323,13 @@ class Store:
             "finished": time.time(),
         }
         tmp = os.path.join(self.staging, upload.id + ".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        mode = os.stat(self.part_path(upload.id)).st_mode & 0o777  # the sidecar is as private as the data
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        with open(fd, "w", encoding="utf-8") as f:
+            os.fchmod(fd, mode)  # whatever the umask
             json.dump(body, f, sort_keys=True)
             f.flush()
-            os.fsync(f.fileno())
+            os.fsync(fd)
         os.rename(tmp, meta)
         os.rename(self.part_path(upload.id), final)
         fsync_dir(final, "promoting the finished upload")
@@ -329,3 +347,33 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         fsync_dir(self.part_path(upload.id), "removing the upload")
+
+
+def _state_records(upload: Upload) -> bytes:
+    """The shortest record of ``upload`` as it is now: the preamble, UPLOAD (with the length,
+    deferred or not), OFFSET and the flags it has reached."""
+    records = [preamble(), frame(KIND_UPLOAD, json.dumps(upload.header(), sort_keys=True).encode())]
+    if upload.offset:
+        records.append(frame(KIND_OFFSET, _U64.pack(upload.offset)))
+    flags = ((KIND_COMPLETE, upload.complete), (KIND_PROMOTED, upload.promoted), (KIND_HOOKED, upload.hooked))
+    records += [frame(kind, b"") for kind, reached in flags if reached]
+    return b"".join(records)
+
+
+def _replace(path: str, data: bytes) -> int:
+    """Put ``data`` at ``path`` by a temporary name, fsync and rename (the directory's fsync is
+    the caller's); a failure leaves the old file, if any, and no temporary one. Its length."""
+    tmp = path + ".tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return len(data)
