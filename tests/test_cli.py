@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import ONWARD_CLI
 from onward import __version__
 from onward.core.journal import decode
 from partials import intact_unclaimed
@@ -126,6 +128,56 @@ def test_options_may_come_between_sources_and_destination(
     assert [(into / p.name).read_bytes() for p in sources] == data
     starts = [e for e in onward_events(proc.stdout) if e["event"] == "start"]
     assert [e["chunk_size"] for e in starts] == [65536, 65536]  # the options applied to both
+
+
+def test_double_dash_ends_the_options(tmp_path: Path, onward_cli, onward_random_file) -> None:
+    data = onward_random_file(tmp_path / "-dash", 100_000)
+    proc = onward_cli("copy", "--", "-dash", "-out", cwd=tmp_path)  # as cp -- -dash -out
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "-out").read_bytes() == data
+    proc = onward_cli("copy", "--verify", "none", "--", "-dash", "-out2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "-out2").read_bytes() == data
+
+
+def test_an_unknown_flag_points_to_the_verbs_own_help(tmp_path: Path, onward_cli) -> None:
+    proc = onward_cli("copy", "--no-such-flag", tmp_path / "a", tmp_path / "b")
+    assert proc.returncode == 2
+    assert proc.stderr == "onward: unrecognized arguments: --no-such-flag (see 'onward copy --help')\n"
+    proc = onward_cli("status", "--no-such-flag")
+    assert proc.returncode == 2 and "(see 'onward status --help')" in proc.stderr
+
+
+def test_capital_p_shows_progress_as_rsync_users_type_it(
+    tmp_path: Path, onward_cli, onward_random_file
+) -> None:
+    onward_random_file(tmp_path / "a.bin", 3 * MiB)
+    proc = onward_cli("copy", "-P", tmp_path / "a.bin", tmp_path / "b.bin")
+    assert proc.returncode == 0, proc.stderr
+    assert "3.0 MiB of 3.0 MiB (100%)" in proc.stderr
+
+
+def test_a_closed_stdout_does_not_stop_the_copy(tmp_path: Path, onward_random_file) -> None:
+    data = onward_random_file(tmp_path / "a.bin", 32 * MiB)
+    reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert reader.stdin is not None
+    args = ["copy", "--json", "--chunk-size", "64K", "--checkpoint-bytes", "64K"]
+    proc = subprocess.run(
+        [*ONWARD_CLI, *args, str(tmp_path / "a.bin"), str(tmp_path / "b.bin")],
+        stdin=subprocess.DEVNULL,
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    reader.stdin.close()
+    assert reader.stdout is not None
+    assert json.loads(reader.stdout.read())["event"] == "start"
+    assert reader.wait(timeout=10) == 0
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b.bin").read_bytes() == data
+    assert "standard output was closed; JSON events stop here, the copy goes on" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
 
 
 # -- attributes --------------------------------------------------------------------------

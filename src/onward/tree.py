@@ -346,7 +346,8 @@ class TreeCopy:
         for rel, why in source.problems:
             self.fail(self.src(rel), f"{display(self.src(rel))}: {why}", rel)
         for rel, why in [*source.skipped, *plan.skipped]:
-            self.notice(display(self.src(rel)), f"skipped: {why}")
+            # The notice is about the destination entry that is not made; the message names the source.
+            self.notice(display(self.dst(rel)), f"not copied: {display(self.src(rel))} {why}")
         for conflict in plan.conflicts:
             self.fail(
                 self.dst(conflict.path),

@@ -42,23 +42,33 @@ class Formatter(argparse.HelpFormatter):
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2; with ``intermixed``, options may
     also come between positional arguments (``copy SRC --verify none DST``), as cp and rsync
-    take them."""
+    take them, and ``--`` ends the options: what follows it is operands, even ``-name``
+    (argparse's intermixed parsing would otherwise read it as an unknown option)."""
 
     intermixed = False
+    operands = "paths"  # with intermixed: the destination of the operands after "--"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
         self._mixing = False
+        self.verb_parsers: dict[str, Parser] = {}  # the top-level parser's verbs, by name
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         if not self.intermixed or self._mixing:
             return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
+        rest: list[str] = []
+        if "--" in args:
+            cut = args.index("--")
+            args, rest = args[:cut], args[cut + 1 :]
         self._mixing = True  # parse_known_intermixed_args parses in two passes through this method
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            namespace, extra = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._mixing = False
+        setattr(namespace, self.operands, [*getattr(namespace, self.operands), *rest])
+        return namespace, extra
 
     def error(self, message: str) -> NoReturn:
         # "onward:" like every other error line, whichever verb's parser found it.
@@ -81,6 +91,7 @@ def build_parser(only: str | None = None) -> Parser:
     for name, add in VERBS.items():
         if only is None or only == name:
             add(verbs)
+    parser.verb_parsers = verbs.choices
     return parser
 
 
@@ -93,7 +104,7 @@ def add_copy(verbs: Any) -> None:
     )
     cp.intermixed = True
     cp.add_argument(
-        "paths", nargs="+", metavar="SRC... DST", help="source file(s) or URL(s), then the destination"
+        "paths", nargs="*", metavar="SRC [SRC...] DST", help="source file(s) or URL(s), then the destination"
     )
     cp.add_argument("--restart", action="store_true", help="discard any partial copy and start over")
     tree = cp.add_argument_group("directory trees (SRC makes DST/NAME_OF_SRC, SRC/ fills DST)")
@@ -138,7 +149,7 @@ def add_copy(verbs: Any) -> None:
         default="",
         help="do not preserve these attributes: mode, timestamps or all (default: preserve both)",
     )
-    cp.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    cp.add_argument("-P", "--progress", action="store_true", help="show progress even when not on a terminal")
     cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     cp.add_argument("--json", action="store_true", help="print one JSON object per event on stdout")
 
@@ -183,7 +194,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv[0] if argv and argv[0] in VERBS else None)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the verb's own parser, so the hint is "see 'onward copy --help'"
+        parser.verb_parsers.get(args.verb, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.verb is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,7 @@ The JSON schema is documented in docs/CLI.md: every line is one object with an
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -25,8 +26,21 @@ def event_fields(event: Event) -> dict[str, Any]:
 
 def emit_json(obj: dict[str, Any], stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
-    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    out.flush()
+    try:
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        out.flush()
+    except BrokenPipeError:
+        if out is sys.stdout:
+            stdout_closed()
+
+
+def stdout_closed() -> None:
+    """The reader of ``--json`` went away (``onward copy --json ... | head -1``). A copy is worth
+    more than its log: say so once on stderr, send the rest of the events nowhere, and go on."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # also spares Python's own flush at exit the same error
+    os.close(devnull)
+    sys.stderr.write("onward: standard output was closed; JSON events stop here, the copy goes on\n")
 
 
 def report_error(exc: OnwardError, *, json_mode: bool) -> None:
@@ -143,10 +157,19 @@ def rich_bar(*fields: str) -> tuple[Any, Any]:
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """The rate in binary units, as the summary line gives it (rich's own column says MB/s)."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{format_size(speed)}/s" if speed else "?", style="progress.data.speed")
 
     console = Console(stderr=True)
     bar = Progress(
@@ -154,7 +177,7 @@ def rich_bar(*fields: str) -> tuple[Any, Any]:
         *(TextColumn(f"{{task.fields[{name}]}}") for name in fields),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        RateColumn(),
         TimeRemainingColumn(),
         console=console,
     )
