@@ -180,6 +180,21 @@ def test_a_closed_stdout_does_not_stop_the_copy(tmp_path: Path, onward_random_fi
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
 
 
+def test_expect_digest_and_the_old_checksum_spelling(tmp_path: Path, onward_cli, onward_random_file) -> None:
+    import hashlib
+
+    data = onward_random_file(tmp_path / "a.bin", 100_000)
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    proc = onward_cli("copy", "--expect-digest", digest, tmp_path / "a.bin", tmp_path / "b.bin")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    wrong = f"sha256:{hashlib.sha256(b'other').hexdigest()}"
+    for old in (["--checksum", wrong], [f"--checksum={wrong}"]):  # still the expected digest
+        proc = onward_cli("copy", *old, tmp_path / "a.bin", tmp_path / "c.bin")
+        assert proc.returncode == 1, proc.stderr
+        assert "--checksum ALG:HEX is now --expect-digest ALG:HEX" in proc.stderr
+        assert not (tmp_path / "c.bin").exists()
+
+
 # -- attributes --------------------------------------------------------------------------
 
 

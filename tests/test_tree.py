@@ -213,6 +213,43 @@ def test_rerun_after_success_changes_nothing_and_reads_no_file(
     assert of_kind(events(proc), "file") == [] and inodes(out) == times
 
 
+def test_dash_c_judges_files_of_the_same_size_by_their_bytes_as_rsync_c(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for name in ("same", "edited", "touched"):
+        (src / name).write_bytes(name.encode() * 1000)
+        os.utime(src / name, ns=(10**18, 10**18))
+    assert cli("copy", "-r", f"{src}/", out).returncode == 0
+    # "edited": other bytes, same size and time (the quick check cannot see it);
+    # "touched": the same bytes, another time (the quick check would copy it again).
+    (out / "edited").write_bytes(b"x" * 6000)
+    os.utime(out / "edited", ns=(10**18, 10**18))
+    os.utime(out / "touched", ns=(2 * 10**18, 2 * 10**18))
+    quick = cli("copy", "-r", "--json", f"{src}/", out)
+    assert quick.returncode == 0, quick.stderr
+    assert {e["path"] for e in of_kind(events(quick), "file") if e["action"] == "copied"} == {"touched"}
+    assert (out / "edited").read_bytes() == b"x" * 6000  # rsync's quick check misses it too
+    os.utime(out / "touched", ns=(2 * 10**18, 2 * 10**18))
+    proc = cli("copy", "-r", "-c", "--json", f"{src}/", out)
+    assert proc.returncode == 0, proc.stderr
+    actions = {e["path"]: e["action"] for e in of_kind(events(proc), "file")}
+    assert actions == {"same": "verified", "edited": "copied", "touched": "verified"}
+    [summary] = of_kind(events(proc), "summary")
+    assert summary["copied"] == 6000  # only "edited" was written
+    for name in ("same", "edited", "touched"):
+        assert (out / name).read_bytes() == (src / name).read_bytes()
+        assert (out / name).stat().st_mtime_ns == 10**18  # the source's time, kept or restored
+    assert "differs from the source" not in proc.stderr  # with -c a difference is the normal case
+
+
+def test_dash_c_without_r_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    proc = cli("copy", "-c", tmp_path / "a", tmp_path / "b")
+    assert proc.returncode == 2
+    assert proc.stderr == "onward: -c applies to directory trees; add -r\n"
+    assert not (tmp_path / "b").exists()
+
+
 def start_then_kill(args: list[object], work: float, rng: random.Random) -> tuple[int, bool]:
     """Start ``onward copy -r --json``; once it has listed the trees (its tree-start event),
     SIGKILL it after a random share of the work it has left (estimated from the files it

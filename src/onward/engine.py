@@ -59,7 +59,7 @@ class Transfer:
         final_check: FinalCheck | None = None,
     ) -> None:
         self.source, self.sink, self.journal, self.opts = source, sink, journal, options
-        self.final_check = final_check  # whole-file digests (--checksum), last step of verify
+        self.final_check = final_check  # whole-file digests (--expect-digest), last step of verify
         self.listeners = listeners
         self.clock, self.sleep, self._jitter = clock, sleep, jitter
         self.life = Lifecycle()

@@ -17,7 +17,7 @@ meant to escape the public API::
     ├── DurabilityError              fsync failed: nothing since the last checkpoint is trusted
     ├── TransientError               worth retrying: EIO, EAGAIN, a dropped connection, HTTP 5xx, ...
     ├── IntegrityError               source kept changing, a chunk kept failing verification,
-    │                                or the copy does not match --checksum or the server's digest
+    │                                or the copy does not match --expect-digest or the server's digest
     ├── PartialCopyError             exit 23 (as rsync): a tree copy where some entries failed; the
     │                                rest is copied, ``failures`` lists them, a re-run retries them
     └── Interrupted                  exit 130: Ctrl-C or SIGTERM; progress is kept, re-run resumes

@@ -76,7 +76,7 @@ class Options(NamedTuple):
             try:
                 parse_checksum(self.checksum)
             except ValueError as exc:
-                raise UsageError(f"--checksum: {exc}") from None
+                raise UsageError(f"--expect-digest: {exc}") from None
         if not 1 <= self.connections <= MAX_CONNECTIONS:
             raise UsageError(f"connections must be between 1 and {MAX_CONNECTIONS}, not {self.connections}")
         if not self.timeout > 0:

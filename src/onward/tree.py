@@ -40,7 +40,7 @@ from .endpoints.local import PARTIAL_SUFFIX, LocalJournal, LocalSink, LocalSourc
 from .endpoints.localtree import (
     TREE_JOURNAL,
     TreeLock,
-    apply_dir,
+    apply_attrs,
     cause,
     display,
     make_dir,
@@ -108,11 +108,14 @@ def copy_tree(
     listeners: Sequence[Listener] = (),
     delete: bool = False,
     follow_symlinks: bool = False,
+    compare_content: bool = False,
     **options: Any,
 ) -> TreeResult:
     """Copy the directory tree ``src`` into ``dst`` (rsync's trailing-slash rule), resuming an
     unfinished copy of the same tree. ``delete`` removes destination entries the source does
-    not have (``--delete``); ``follow_symlinks`` copies what symlinks point to (``-L``). Options
+    not have (``--delete``); ``follow_symlinks`` copies what symlinks point to (``-L``);
+    ``compare_content`` judges a destination file of the source's size by its bytes, not its
+    size and time (``-c``, as rsync's ``--checksum``). Options
     are the fields of ``Options``; listeners get every event, the tree's included.
 
     Returns a ``TreeResult``; raises ``PartialCopyError`` (exit 23) when some entries failed
@@ -121,7 +124,7 @@ def copy_tree(
     """
     opts = Options.build(**options)
     if opts.checksum:
-        raise UsageError("--checksum checks one file; it cannot be used with -r")
+        raise UsageError("--expect-digest checks one file; it cannot be used with -r")
     src_path, dst_path = os.fspath(src), os.fspath(dst)
     if not src_path:
         raise SourceError("source path is empty")
@@ -134,7 +137,9 @@ def copy_tree(
             raise UsageError(f"{src_path}: a URL cannot be copied recursively; -r copies local directories")
     src_root, dst_root = tree_roots(src_path, dst_path)
     prepare_roots(src_path, src_root, dst_path, dst_root)
-    return TreeCopy(src_root, dst_root, opts, listeners, delete=delete, follow=follow_symlinks).run()
+    return TreeCopy(
+        src_root, dst_root, opts, listeners, delete=delete, follow=follow_symlinks, compare=compare_content
+    ).run()
 
 
 def prepare_roots(src: str, src_root: str, dst: str, dst_root: str) -> None:
@@ -192,12 +197,14 @@ class TreeCopy:
         *,
         delete: bool,
         follow: bool,
+        compare: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.src_root, self.dst_root, self.opts = src_root, dst_root, options
         # os.path.join(root, rel), made once: src() and dst() run several times for every file
         self.src_prefix, self.dst_prefix = os.path.join(src_root, ""), os.path.join(dst_root, "")
         self.listeners, self.delete, self.follow, self.clock = listeners, delete, follow, clock
+        self.compare = compare
         self.failures: list[tuple[str, str]] = []
         self.failed_paths: set[str] = set()  # relative paths
         self.failed_dirs: set[str] = set()  # directories that could not be made: skip below them
@@ -323,6 +330,7 @@ class TreeCopy:
             preserve_mode=self.opts.preserve_mode,
             preserve_times=self.opts.preserve_times,
             verify_full=self.opts.verify == "full",
+            compare_content=self.compare,
             restart=self.opts.restart,
         )
         self.files, self.total = plan.files, plan.bytes
@@ -461,7 +469,9 @@ class TreeCopy:
             self.symlink(link.path, link.target, (link.atime_ns, link.mtime_ns))
         links = list(plan.links)
         for copy in plan.verify:
-            if not self.verify_done(copy):  # copied again: its hard links must follow the new copy
+            if not self.verify_done(
+                copy, plan.attrs.get(copy.path)
+            ):  # copied again: its hard links must follow the new copy
                 links += [MakeLink(path, copy.path) for path in plan.followers.get(copy.path, [])]
         for copy in plan.copies:
             self.copy(copy)
@@ -569,8 +579,11 @@ class TreeCopy:
         self.touched.add(parent(rel))
         self.file_done(rel, "linked", 0)
 
-    def verify_done(self, copy: CopyFile) -> bool:
-        """Compare a done file with its source (--verify full); False when it was copied again."""
+    def verify_done(
+        self, copy: CopyFile, attrs: tuple[int | None, tuple[int, int] | None] | None = None
+    ) -> bool:
+        """Compare a done file with its source (--verify full, -c); False when it was copied again.
+        A file found the same gets the source's ``attrs`` (mode, times) where they differ."""
         try:
             same = same_bytes(self.src(copy.path), self.dst(copy.path))
         except OSError as exc:
@@ -578,9 +591,20 @@ class TreeCopy:
             self.fail(path, f"{display(path)}: {cause(exc, 'cannot read to verify')}", copy.path)
             return True
         if same:
+            if attrs is not None and attrs != (None, None):
+                try:
+                    apply_attrs(self.dst(copy.path), *attrs)
+                except OSError as exc:
+                    where = self.dst(copy.path)
+                    self.fail(where, f"{display(where)}: {cause(exc, 'cannot set attributes')}", copy.path)
+                    return True
+                self.touched.add(parent(copy.path))
             self.file_done(copy.path, "verified", copy.size)
             return True
-        self.notice(display(self.dst(copy.path)), "differs from the source (--verify full); copying it again")
+        if not self.compare:  # with -c a file whose bytes differ is simply copied, as by rsync -c
+            self.notice(
+                display(self.dst(copy.path)), "differs from the source (--verify full); copying it again"
+            )
         self.copy(copy._replace(reason="differs"))
         return False
 
@@ -735,7 +759,7 @@ class TreeCopy:
             if new_mode is None and new_times is None:
                 continue
             try:
-                apply_dir(path, new_mode, new_times)
+                apply_attrs(path, new_mode, new_times)
             except OSError as exc:
                 self.fail(
                     path, f"{display(path)}: {cause(exc, 'cannot set directory permissions and times')}"

@@ -49,7 +49,7 @@ def upload(src: str, url: str, opts: Options, listeners: Sequence[Listener] = ()
         raise UsageError(f"{target.name}: an upload sends a local file, not {redact_url(src)}")
     if opts.checksum is not None:
         raise UsageError(
-            f"{target.name}: --checksum checks a copy that can be read back; an upload's bytes are "
+            f"{target.name}: --expect-digest checks a copy that can be read back; an upload's bytes are "
             "checked by the protocol (docs/UPLOAD.md)"
         )
 

@@ -27,7 +27,9 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         opts["checkpoint_seconds"] = args.checkpoint_seconds
     if args.retries is not None:
         opts["retries"] = args.retries
-    for flag in ("checksum", "connections", "timeout"):
+    if args.expect_digest is not None:
+        opts["checksum"] = args.expect_digest
+    for flag in ("connections", "timeout"):
         if getattr(args, flag) is not None:
             opts[flag] = getattr(args, flag)
     if args.header:
@@ -74,7 +76,7 @@ def listeners_for(args: argparse.Namespace) -> tuple[list[Listener], RichProgres
 
 def main(args: argparse.Namespace) -> int:
     if len(args.paths) < 2:
-        raise UsageError("copy needs a source and a destination: onward copy SRC... DST")
+        raise UsageError("copy needs a source and a destination: onward copy SRC [SRC...] DST")
     *sources, dst = args.paths
     if (len(sources) > 1 or args.recursive) and "://" in dst:
         from ..core.upload import is_upload_url  # here: local copies need not import it
@@ -83,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{target_name(dst)}: an upload sends one file (several files or -r go to a directory)"
             )
-    if args.recursive or args.delete or args.dereference:
+    if args.recursive or args.delete or args.dereference or args.compare_content:
         from .copytree import main as copy_trees
 
         return copy_trees(args, sources, dst, options_from(args))

@@ -189,7 +189,7 @@ def main(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str,
     from ..tree import copy_tree
 
     if not args.recursive:
-        flag = "--delete" if args.delete else "-L"
+        flag = "--delete" if args.delete else "-L" if args.dereference else "-c"
         raise UsageError(f"{flag} applies to directory trees; add -r")
     if len(sources) > 1 and not os.path.isdir(dst):
         raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
@@ -207,7 +207,15 @@ def main(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str,
         try:
             if tree:
                 follow = args.dereference
-                copy_tree(src, dst, listeners=listeners, delete=args.delete, follow_symlinks=follow, **opts)
+                copy_tree(
+                    src,
+                    dst,
+                    listeners=listeners,
+                    delete=args.delete,
+                    follow_symlinks=follow,
+                    compare_content=args.compare_content,
+                    **opts,
+                )
             else:
                 from ..api import copy
 

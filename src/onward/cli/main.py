@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -111,6 +112,13 @@ def add_copy(verbs: Any) -> None:
     tree.add_argument("-r", "--recursive", action="store_true", help="copy directory trees, resumably")
     tree.add_argument("-L", "--dereference", action="store_true", help="with -r: copy what symlinks point to")
     tree.add_argument("--delete", action="store_true", help="with -r: remove what the source does not have")
+    tree.add_argument(
+        "-c",
+        "--checksum",
+        dest="compare_content",
+        action="store_true",
+        help="with -r: judge a file of the same size by its bytes, not by its time (as rsync -c)",
+    )
     cp.add_argument(
         "--verify",
         choices=("none", "fast", "full"),
@@ -135,7 +143,9 @@ def add_copy(verbs: Any) -> None:
         "--retries", metavar="N", type=int, help="retries of transient I/O and network errors (default 5)"
     )
     cp.add_argument(
-        "--checksum", metavar="ALG:HEX", help="the finished copy must have this sha256, sha512, sha1 or md5"
+        "--expect-digest",
+        metavar="ALG:HEX",
+        help="the finished copy must have this sha256, sha512, sha1 or md5 digest",
     )
     web = cp.add_argument_group("downloads (SRC an http:// or https:// URL)")
     web.add_argument("--connections", metavar="N", type=int, help="parallel ranged requests (default 1)")
@@ -187,12 +197,46 @@ VERBS: dict[str, Callable[[Any], None]] = {
 }
 
 
+DIGEST = re.compile(r"(sha256|sha512|sha1|md5):[0-9a-fA-F]+")
+
+
+def legacy_checksum(argv: list[str]) -> list[str]:
+    """``--checksum ALG:HEX`` as onward spelt ``--expect-digest`` before ``-c/--checksum`` took
+    rsync's meaning: rewritten, with a notice. A value is recognised by its form (``sha256:`` and
+    hex digits), so ``-c DIR/ DST`` keeps its operands."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            out += [arg, *args]
+            break
+        value = arg.partition("=")[2] if arg.startswith("--checksum=") else None
+        if arg == "--checksum":
+            following = next(args, None)
+            if following is not None and DIGEST.fullmatch(following):
+                value = following
+            else:
+                out += [arg] if following is None else [arg, following]
+                continue
+        if value is None:
+            out.append(arg)
+            continue
+        sys.stderr.write(
+            "onward: --checksum ALG:HEX is now --expect-digest ALG:HEX (-c/--checksum compares trees "
+            "by content, as rsync -c); taken as --expect-digest this time\n"
+        )
+        out += ["--expect-digest", value]
+    return out
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "copy":
+        argv = legacy_checksum(argv)
     parser = build_parser(argv[0] if argv and argv[0] in VERBS else None)
     args, extra = parser.parse_known_args(argv)
     if extra:  # named by the verb's own parser, so the hint is "see 'onward copy --help'"

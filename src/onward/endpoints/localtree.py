@@ -25,7 +25,7 @@ from .local import JOURNAL_SUFFIX, PARTIAL_SUFFIX, partial_path
 __all__ = [
     "TREE_JOURNAL",
     "TreeLock",
-    "apply_dir",
+    "apply_attrs",
     "cause",
     "display",
     "make_dir",
@@ -351,7 +351,7 @@ def remove_working_files(destination: str) -> bool:
     return True
 
 
-def apply_dir(path: str, mode: int | None, times_ns: tuple[int, int] | None) -> None:
+def apply_attrs(path: str, mode: int | None, times_ns: tuple[int, int] | None) -> None:
     if mode is not None:
         os.chmod(path, mode)
     if times_ns is not None:
