@@ -242,6 +242,22 @@ def test_dash_c_judges_files_of_the_same_size_by_their_bytes_as_rsync_c(tmp_path
     assert "differs from the source" not in proc.stderr  # with -c a difference is the normal case
 
 
+def test_dash_v_lists_each_entry_as_it_is_done(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    (src / "a").write_bytes(b"a" * 10)
+    (src / "sub" / "b").write_bytes(os.urandom(3 * MiB))  # its own journal: not batched
+    proc = cli("copy", "-r", "-v", "--chunk-size", "1M", f"{src}/", out)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == ["copied a", "copied sub/b"]
+    (out / "extra").write_bytes(b"")
+    proc = cli("copy", "-r", "-v", "--delete", f"{src}/", out)  # nothing to copy: only the removal
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["deleted extra"]
+    proc = cli("copy", "-v", src / "a", tmp_path / "single")
+    assert proc.returncode == 0 and proc.stdout == f"copied {tmp_path / 'single'}\n", proc.stderr
+
+
 def test_dash_c_without_r_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"a")
     proc = cli("copy", "-c", tmp_path / "a", tmp_path / "b")

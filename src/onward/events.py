@@ -139,7 +139,7 @@ class TreeStart(NamedTuple):
 
 class FileDone(NamedTuple):
     """One entry made, replaced or removed: ``action`` is copied, linked, symlinked, updated
-    (permission bits only), verified (--verify full found it intact) or deleted."""
+    (permission bits only), verified (--verify full or -c found it intact) or deleted."""
 
     path: str  # relative to the roots
     action: str

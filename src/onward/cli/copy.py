@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import Interrupted, OnwardError, UsageError
 from ..events import Listener
 from ..units import parse_size
-from .render import JsonLines, Notices, RichProgress, TextProgress, report_error
+from .render import JsonLines, Lister, Notices, RichProgress, TextProgress, report_error
 
 PRESERVABLE = {"mode": "preserve_mode", "timestamps": "preserve_times"}
 
@@ -64,6 +64,11 @@ def parse_header(text: str) -> tuple[str, str]:
 def listeners_for(args: argparse.Namespace) -> tuple[list[Listener], RichProgress | None]:
     if args.json:
         return [JsonLines()], None
+    listeners, bar = people_listeners(args)
+    return ([*listeners, Lister()] if args.verbose else listeners), bar
+
+
+def people_listeners(args: argparse.Namespace) -> tuple[list[Listener], RichProgress | None]:
     if args.quiet:
         return [Notices()], None
     if sys.stderr.isatty():

@@ -30,7 +30,7 @@ from ..events import (
     TreeStart,
 )
 from ..units import format_size
-from .render import PROGRESS_EVERY, ProgressLine, RichProgress, emit_json, report_error, rich_bar
+from .render import PROGRESS_EVERY, Lister, ProgressLine, RichProgress, emit_json, report_error, rich_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 23
 
@@ -174,6 +174,11 @@ class TreeBar(Subscriber):
 def tree_listeners(args: argparse.Namespace) -> tuple[list[Listener], TreeBar | None]:
     if args.json:
         return [TreeJson()], None
+    listeners, bar = people_tree_listeners(args)
+    return ([*listeners, Lister()] if args.verbose else listeners), bar
+
+
+def people_tree_listeners(args: argparse.Namespace) -> tuple[list[Listener], TreeBar | None]:
     if args.quiet:
         return [TreeNotices()], None
     if sys.stderr.isatty():

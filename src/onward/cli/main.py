@@ -161,6 +161,12 @@ def add_copy(verbs: Any) -> None:
     )
     cp.add_argument("-P", "--progress", action="store_true", help="show progress even when not on a terminal")
     cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    cp.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list each file on stdout when it is done",
+    )
     cp.add_argument("--json", action="store_true", help="print one JSON object per event on stdout")
 
 

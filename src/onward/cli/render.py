@@ -13,7 +13,18 @@ import time
 from typing import Any, TextIO
 
 from ..errors import Interrupted, OnwardError
-from ..events import Checkpoint, CopyResult, Done, Event, Notice, Progress, Retry, Start, Subscriber
+from ..events import (
+    Checkpoint,
+    CopyResult,
+    Done,
+    Event,
+    FileDone,
+    Notice,
+    Progress,
+    Retry,
+    Start,
+    Subscriber,
+)
 from ..units import format_size
 
 PROGRESS_EVERY = 0.5  # seconds between progress lines off a terminal or in JSON
@@ -25,22 +36,20 @@ def event_fields(event: Event) -> dict[str, Any]:
 
 
 def emit_json(obj: dict[str, Any], stream: TextIO | None = None) -> None:
-    out = stream or sys.stdout
-    try:
-        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        out.flush()
-    except BrokenPipeError:
-        if out is sys.stdout:
-            stdout_closed()
+    if stream is None:
+        emit_line(json.dumps(obj, ensure_ascii=False))
+        return
+    stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    stream.flush()
 
 
 def stdout_closed() -> None:
-    """The reader of ``--json`` went away (``onward copy --json ... | head -1``). A copy is worth
-    more than its log: say so once on stderr, send the rest of the events nowhere, and go on."""
+    """The reader of stdout went away (``onward copy --json ... | head -1``). A copy is worth
+    more than its log: say so once on stderr, send the rest of the lines nowhere, and go on."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # also spares Python's own flush at exit the same error
     os.close(devnull)
-    sys.stderr.write("onward: standard output was closed; JSON events stop here, the copy goes on\n")
+    sys.stderr.write("onward: standard output was closed; its lines stop here, the copy goes on\n")
 
 
 def report_error(exc: OnwardError, *, json_mode: bool) -> None:
@@ -96,6 +105,27 @@ class Notices(Subscriber):
 
     def on_retry(self, event: Retry) -> None:
         sys.stderr.write(f"onward: {event.error}; retry {event.attempt} in {event.delay:.1f}s\n")
+
+
+class Lister(Subscriber):
+    """``-v``: one line on stdout per entry as it is finished, ``ACTION PATH`` (tree paths
+    relative to the roots, as rsync -v lists them); entries the run leaves as they are
+    (verified, unchanged) are not listed."""
+
+    def on_done(self, event: Done) -> None:
+        emit_line(f"copied {event.result.destination}")
+
+    def on_file(self, event: FileDone) -> None:
+        if event.action != "verified":
+            emit_line(f"{event.action} {event.path}")
+
+
+def emit_line(text: str) -> None:
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_closed()
 
 
 def summary(result: CopyResult) -> str:
