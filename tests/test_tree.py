@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from onward.units import format_size
+
 KiB, MiB = 1 << 10, 1 << 20
 CHUNK = 64 * KiB
 FLAGS = ["--chunk-size", "64K", "--checkpoint-bytes", "256K"]
@@ -258,6 +260,20 @@ def test_dash_v_lists_each_entry_as_it_is_done(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout == f"copied {tmp_path / 'single'}\n", proc.stderr
 
 
+def test_status_never_shows_an_unfinished_tree_as_done(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for name in ("a", "b"):
+        (src / name).write_bytes(b"x" * 1000)
+    (src / "empty").write_bytes(b"")
+    (out / "src" / "empty").mkdir(parents=True)  # a conflict: the empty file fails, 0 bytes missing
+    assert cli("copy", "-r", src, out).returncode == 23
+    [entry] = [json.loads(line) for line in cli("status", "--json", out).stdout.splitlines()]
+    assert (entry["files_done"], entry["files"], entry["done"], entry["size"]) == (2, 3, 2000, 2000)
+    assert entry["percent"] == 99.9
+    assert "99.9%" in cli("status", out).stdout
+
+
 def test_dash_c_without_r_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"a")
     proc = cli("copy", "-c", tmp_path / "a", tmp_path / "b")
@@ -385,6 +401,11 @@ def test_ctrl_c_stops_with_130_and_the_same_command_resumes(tmp_path: Path) -> N
     assert proc.returncode == 130, err
     assert "interrupted after" in err and "run the same command again to resume" in err
     assert "Traceback" not in err
+    # What the message says is kept is what status finds: the done files and the file in flight.
+    [entry] = [json.loads(line) for line in cli("status", "--json", out).stdout.splitlines()]
+    assert entry["done"] >= MiB
+    kept = f"({format_size(entry['done'])} of {format_size(entry['size'])} kept)"
+    assert kept in err, err
     proc2 = cli("copy", "-r", *FLAGS, src, out)
     assert proc2.returncode == 0, proc2.stderr
     assert_copied(src, out / "src")

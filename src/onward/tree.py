@@ -219,6 +219,7 @@ class TreeCopy:
         self.files = self.total = self.files_done = self.bytes_done = self.copied = 0
         self.copied_files = self.linked = self.symlinks = self.dirs_made = self.deleted = 0
         self.current = (0, 0)  # (done, copied) bytes of the file in flight
+        self.kept = 0  # bytes of the file in flight (not batched) that its journal holds
         self.waiting = (0, 0)  # (done, copied) bytes of the files waiting in the batch
         self.last_progress = -PROGRESS_EVERY
         self.last_commit = 0.0  # seconds the last batch took to make durable
@@ -659,7 +660,7 @@ class TreeCopy:
         except (NoSpaceError, DurabilityError, Interrupted):
             raise  # these stop the whole tree: every later file would fail the same way
         except OnwardError as exc:
-            self.current = (0, 0)
+            self.current, self.kept = (0, 0), 0
             self.fail(exc.path or self.src(rel), exc.message, rel)
             return
         stamp = Stamp.of(source.stat)
@@ -671,6 +672,7 @@ class TreeCopy:
             if self.batch_due():
                 self.commit()
             return
+        self.kept = 0
         self.mark_done([(rel, stamp)])
         self.copied_files += 1
         self.file_done(rel, "copied", copy.size, relay.copied, relay.resumed_from)
@@ -719,10 +721,11 @@ class TreeCopy:
             self.commit()
 
     def interrupted(self) -> Interrupted:
-        done, total = self.bytes_done, self.total
+        """What is kept: the files done, and what the journal of the file in flight holds."""
+        done, total = self.bytes_done + self.kept, self.total
         return Interrupted(
             f"{display(self.dst_root)}: interrupted after {self.files_done} of {self.files} files "
-            f"({format_size(done)} of {format_size(total)}); run the same command again to resume",
+            f"({format_size(done)} of {format_size(total)} kept); run the same command again to resume",
             self.dst_root,
             done,
             total,
@@ -786,5 +789,9 @@ class Relay:
         elif isinstance(event, Start):
             self.resumed_from = event.resumed_from
             self.tree.current = (event.resumed_from, 0)
+            if not self.quiet:
+                self.tree.kept = event.resumed_from
         elif isinstance(event, Retry | Notice) or (isinstance(event, Checkpoint) and not self.quiet):
+            if isinstance(event, Checkpoint):
+                self.tree.kept = event.committed
             self.tree.emit(event)
