@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from http_servers import HOST, self_signed
-from peers.servers import OnwardServer, done_event, run_copy, start_copy
+from peers.servers import OnwardServer, done_event, events, run_copy, start_copy
 
 RUN_TIMEOUT = 120
 SIZE = 24 * 1024 * 1024 + 5
@@ -113,3 +114,21 @@ def test_tls_is_verified(tmp_path: Path, protocol: str, monkeypatch: pytest.Monk
         assert result.returncode == 0, result.stderr
         (finished,) = server.files()
         assert finished.read_bytes() == data
+
+
+@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+def test_a_server_that_is_down_costs_one_retry_budget(tmp_path: Path, protocol: str) -> None:
+    """Every request of an upload (discovery, creation, offset, append) draws on one
+    ``--retries`` budget: retries nested per request once made 30 attempts of 5."""
+    src, state = tmp_path / "a.bin", tmp_path / "state"
+    src.write_bytes(os.urandom(100_000))
+    with socket.socket() as closed:  # bound, never listening: every connection is refused
+        closed.bind((HOST, 0))
+        url = f"{protocol}+http://{HOST}:{closed.getsockname()[1]}/files/"
+        result = run_copy(src, url, state, "--retries", "2")
+    assert result.returncode == 1, result.stderr
+    retries = [e for e in events(result.stdout) if e["event"] == "retry"]
+    assert [e["attempt"] for e in retries] == [1, 2]
+    assert all("re-run" not in str(e["error"]) for e in retries)  # a retry line says what happened
+    [error] = [e for e in events(result.stdout) if e["event"] == "error"]
+    assert str(error["message"]).endswith("; re-run to resume")  # the last word says what to do

@@ -426,7 +426,7 @@ class Transfer:
                 delay = backoff.delay(attempt, self.jitter(), exc.retry_after)
                 if delay is None:
                     raise
-                self.emit(Retry(self.sink.name, attempt, delay, exc.message))
+                self.emit(Retry(self.sink.name, attempt, delay, exc.reason))
                 self.sleep(delay)
 
     def copy_remaining(self) -> None:

@@ -86,10 +86,15 @@ class DurabilityError(OnwardError):
 
 
 class TransientError(OnwardError):
-    """Worth another attempt; ``retry_after`` is how long the other side asked to wait (seconds)."""
+    """Worth another attempt; ``retry_after`` is how long the other side asked to wait (seconds).
+    ``reason`` is what happened, for a retry line; ``message`` ends with the advice to re-run,
+    for when the retries are spent."""
+
+    ADVICE = "; re-run to resume"
 
     def __init__(self, message: str, path: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message, path)
+        self.reason = message.removesuffix(self.ADVICE)
+        super().__init__(self.reason + self.ADVICE, path)
         self.retry_after = retry_after
 
 
