@@ -38,6 +38,7 @@ class CopyResult(NamedTuple):
     copied: int  # bytes moved by this run
     digest: str  # hex xxh3-128 of the chunk digests in order (see docs/JOURNAL.md)
     duration: float  # seconds
+    location: str | None = None  # an upload: the URL of the finished upload (no credentials)
 
 
 class Start(NamedTuple):

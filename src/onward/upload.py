@@ -21,7 +21,7 @@ from .endpoints.local import LocalSource
 from .endpoints.tus import UploadJournal, UploadSink
 from .engine import Transfer
 from .errors import UsageError
-from .events import CopyResult, Event, Listener, Notice, Retry, dispatch
+from .events import CopyResult, Done, Event, Listener, Notice, Retry, dispatch
 from .options import Options
 
 __all__ = ["state_directory", "upload"]
@@ -54,6 +54,8 @@ def upload(src: str, url: str, opts: Options, listeners: Sequence[Listener] = ()
         )
 
     def emit(event: Event) -> None:
+        if isinstance(event, Done):  # the result names where the upload is
+            event = Done(event.result._replace(location=sink.upload_url))
         for listener in listeners:
             dispatch(listener, event)
 
@@ -87,7 +89,7 @@ def upload(src: str, url: str, opts: Options, listeners: Sequence[Listener] = ()
         sink.close()
         journal.close()
         raise
-    return Transfer(source, sink, journal, opts, listeners).run()
+    return Transfer(source, sink, journal, opts, [emit]).run()._replace(location=sink.upload_url)
 
 
 def continue_earlier(

@@ -113,7 +113,7 @@ class Lister(Subscriber):
     (verified, unchanged) are not listed."""
 
     def on_done(self, event: Done) -> None:
-        emit_line(f"copied {event.result.destination}")
+        emit_line(f"copied {event.result.location or event.result.destination}")
 
     def on_file(self, event: FileDone) -> None:
         if event.action != "verified":
@@ -131,9 +131,10 @@ def emit_line(text: str) -> None:
 def summary(result: CopyResult) -> str:
     resumed = f", resumed at {format_size(result.resumed_from)}" if result.resumed_from else ""
     rate = result.copied / result.duration if result.duration > 0 else 0.0
+    at = f"; the upload is at {result.location}" if result.location else ""
     return (
         f"onward: {result.destination}: {format_size(result.size)} done, {format_size(result.copied)} "
-        f"copied in {result.duration:.1f}s ({format_size(rate)}/s){resumed}"
+        f"copied in {result.duration:.1f}s ({format_size(rate)}/s){resumed}{at}"
     )
 
 

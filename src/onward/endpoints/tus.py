@@ -732,6 +732,11 @@ class UploadJournal:
 
     def close(self) -> None:
         self._close_appender()
+        if self._sink.upload_url is None:
+            # No upload was made (the server refused or was down before one existed): there is
+            # nothing to resume, so nothing is left for ``onward status`` to list at 0 %.
+            with contextlib.suppress(OnwardError):
+                self._journal.remove()
         self._journal.close()
         if self._lock >= 0:
             if not os.path.exists(self.name):  # finished: the lock file goes too, while we hold it
