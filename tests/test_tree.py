@@ -274,6 +274,42 @@ def test_status_never_shows_an_unfinished_tree_as_done(tmp_path: Path) -> None:
     assert "99.9%" in cli("status", out).stdout
 
 
+def test_exclude_and_include_follow_rsyncs_rules_and_protect_what_they_leave_out(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    for rel in ("a.o", "b.c", "keep/y.o", "raw/x", "sub/cache/z", "sub/w", "sub/raw/v"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rel.encode())
+    (out / "src").mkdir(parents=True)
+    (out / "src" / "old.o").write_bytes(b"excluded: --delete must leave it")
+    (out / "src" / "old.txt").write_bytes(b"not excluded: --delete removes it")
+    rules_file = tmp_path / "rules"
+    rules_file.write_text("# build output\n\ncache/\n")
+    args = [
+        "--include",
+        "keep/***",
+        "--exclude",
+        "*.o",
+        "--exclude",
+        "/src/raw",
+        "--exclude-from",
+        rules_file,
+    ]
+    proc = cli("copy", "-r", "--delete", *args, src, out)  # SRC: anchored rules see "src/..."
+    assert proc.returncode == 0, proc.stderr
+    got = sorted(str(p.relative_to(out / "src")) for p in (out / "src").rglob("*") if p.is_file())
+    assert got == ["b.c", "keep/y.o", "old.o", "sub/raw/v", "sub/w"]
+    # SRC/: the same anchored rule now names nothing, and "/raw" is the one that matches.
+    contents = tmp_path / "contents"
+    proc = cli("copy", "-r", "--exclude", "/src/raw", "--filter", "- /sub/", f"{src}/", contents)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in contents.iterdir()) == ["a.o", "b.c", "keep", "raw"]
+    bad = cli("copy", "-r", "--filter", "? x", src, out)
+    assert bad.returncode == 2 and "--filter: not a rule: '? x'" in bad.stderr
+    alone = cli("copy", "--exclude", "*.o", src / "b.c", tmp_path / "b.c")
+    assert alone.returncode == 2
+    assert alone.stderr == "onward: --exclude, --include or --filter applies to directory trees; add -r\n"
+
+
 def test_dash_c_without_r_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"a")
     proc = cli("copy", "-c", tmp_path / "a", tmp_path / "b")

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .core.filters import Filter, Rule
 from .core.journal import DecodeError
 from .core.tree import CopyFile, DestTree, MakeLink, SourceTree, TreePlan, dir_changes, parent, plan_tree
 from .core.treejournal import (
@@ -109,13 +110,15 @@ def copy_tree(
     delete: bool = False,
     follow_symlinks: bool = False,
     compare_content: bool = False,
+    rules: Sequence[Rule] = (),
     **options: Any,
 ) -> TreeResult:
     """Copy the directory tree ``src`` into ``dst`` (rsync's trailing-slash rule), resuming an
     unfinished copy of the same tree. ``delete`` removes destination entries the source does
     not have (``--delete``); ``follow_symlinks`` copies what symlinks point to (``-L``);
     ``compare_content`` judges a destination file of the source's size by its bytes, not its
-    size and time (``-c``, as rsync's ``--checksum``). Options
+    size and time (``-c``, as rsync's ``--checksum``); ``rules`` are rsync's include/exclude
+    rules (``core.filters``), first match wins. Options
     are the fields of ``Options``; listeners get every event, the tree's included.
 
     Returns a ``TreeResult``; raises ``PartialCopyError`` (exit 23) when some entries failed
@@ -137,8 +140,18 @@ def copy_tree(
             raise UsageError(f"{src_path}: a URL cannot be copied recursively; -r copies local directories")
     src_root, dst_root = tree_roots(src_path, dst_path)
     prepare_roots(src_path, src_root, dst_path, dst_root)
+    # Anchored rules see the source's own name first when the tree lands as DST/NAME (rsync's rule).
+    named = dst_root != os.path.abspath(dst_path)
+    keep = Filter(rules, os.path.basename(dst_root) + "/" if named else "") if rules else None
     return TreeCopy(
-        src_root, dst_root, opts, listeners, delete=delete, follow=follow_symlinks, compare=compare_content
+        src_root,
+        dst_root,
+        opts,
+        listeners,
+        delete=delete,
+        follow=follow_symlinks,
+        compare=compare_content,
+        rules=keep,
     ).run()
 
 
@@ -198,13 +211,14 @@ class TreeCopy:
         delete: bool,
         follow: bool,
         compare: bool = False,
+        rules: Filter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.src_root, self.dst_root, self.opts = src_root, dst_root, options
         # os.path.join(root, rel), made once: src() and dst() run several times for every file
         self.src_prefix, self.dst_prefix = os.path.join(src_root, ""), os.path.join(dst_root, "")
         self.listeners, self.delete, self.follow, self.clock = listeners, delete, follow, clock
-        self.compare = compare
+        self.compare, self.rules = compare, rules
         self.failures: list[tuple[str, str]] = []
         self.failed_paths: set[str] = set()  # relative paths
         self.failed_dirs: set[str] = set()  # directories that could not be made: skip below them
@@ -314,11 +328,11 @@ class TreeCopy:
             self.name_max = os.pathconf(self.dst_root, "PC_NAME_MAX")
         loaded = self.load_journal()
         try:
-            source = scan_source(self.src_root, follow=self.follow, avoid=self.avoid())
+            source = scan_source(self.src_root, follow=self.follow, avoid=self.avoid(), rules=self.rules)
         except OSError as exc:  # the root itself, gone or changed since it was checked
             raise from_oserror(exc, self.src_root, "cannot read source", source=True) from None
         try:
-            dest = scan_destination(self.dst_root, source)
+            dest = scan_destination(self.dst_root, source, self.rules)
         except OSError as exc:
             raise from_oserror(exc, self.dst_root, "cannot read destination", source=False) from None
         plan = plan_tree(

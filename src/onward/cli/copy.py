@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{target_name(dst)}: an upload sends one file (several files or -r go to a directory)"
             )
-    if args.recursive or args.delete or args.dereference or args.compare_content:
+    if args.recursive or args.delete or args.dereference or args.compare_content or args.rules:
         from .copytree import main as copy_trees
 
         return copy_trees(args, sources, dst, options_from(args))

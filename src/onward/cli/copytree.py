@@ -194,7 +194,8 @@ def main(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str,
     from ..tree import copy_tree
 
     if not args.recursive:
-        flag = "--delete" if args.delete else "-L" if args.dereference else "-c"
+        given = [("--delete", args.delete), ("-L", args.dereference), ("-c", args.compare_content)]
+        flag = next((name for name, on in given if on), "--exclude, --include or --filter")
         raise UsageError(f"{flag} applies to directory trees; add -r")
     if len(sources) > 1 and not os.path.isdir(dst):
         raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
@@ -219,6 +220,7 @@ def main(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str,
                     delete=args.delete,
                     follow_symlinks=follow,
                     compare_content=args.compare_content,
+                    rules=args.rules,
                     **opts,
                 )
             else:

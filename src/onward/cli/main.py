@@ -77,6 +77,31 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+class RuleAction(argparse.Action):
+    """--exclude, --include, --exclude-from, --include-from and --filter, gathered into one
+    list of rules in the order given: with rsync's rules the first match decides."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, flag: Any = None
+    ) -> None:
+        from ..core.filters import compile_rule, parse_rule, read_rules
+
+        rules = [*getattr(namespace, self.dest, [])]
+        try:
+            if self.const in ("-", "+"):
+                rules.append(compile_rule(self.const == "+", value))
+            elif self.const == "rule":
+                rules.append(parse_rule(value))
+            else:
+                with open(value, encoding="utf-8", errors="surrogateescape") as lines:
+                    rules += read_rules(lines, include=self.const == "+from")
+        except ValueError as exc:
+            parser.error(f"{flag}: {exc}")
+        except OSError as exc:
+            parser.error(f"{flag}: {value}: {exc.strerror}")
+        setattr(namespace, self.dest, rules)
+
+
 def build_parser(only: str | None = None) -> Parser:
     """The whole command line, or with ``only`` a verb's own arguments and no other verb's:
     building the parsers of the verbs not run was a tenth of a small copy's start-up."""
@@ -112,6 +137,16 @@ def add_copy(verbs: Any) -> None:
     tree.add_argument("-r", "--recursive", action="store_true", help="copy directory trees, resumably")
     tree.add_argument("-L", "--dereference", action="store_true", help="with -r: copy what symlinks point to")
     tree.add_argument("--delete", action="store_true", help="with -r: remove what the source does not have")
+    for flags, kind, meta, says in (
+        (("--exclude",), "-", "PATTERN", "with -r: leave out what PATTERN matches (rsync's rules)"),
+        (("--include",), "+", "PATTERN", "with -r: do not leave out what PATTERN matches"),
+        (("--exclude-from",), "-from", "FILE", "with -r: --exclude each pattern in FILE, one a line"),
+        (("--include-from",), "+from", "FILE", "with -r: --include each pattern in FILE"),
+        (("-f", "--filter"), "rule", "RULE", "with -r: '- PATTERN' or '+ PATTERN'"),
+    ):
+        tree.add_argument(
+            *flags, action=RuleAction, const=kind, dest="rules", default=[], metavar=meta, help=says
+        )
     tree.add_argument(
         "-c",
         "--checksum",
