@@ -195,6 +195,39 @@ def test_expect_digest_and_the_old_checksum_spelling(tmp_path: Path, onward_cli,
         assert not (tmp_path / "c.bin").exists()
 
 
+def test_dry_run_of_a_file_says_copy_or_resume_and_writes_nothing(
+    interrupted, onward_cli, onward_events
+) -> None:
+    src, dst, _, committed = interrupted
+    listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in dst.parent.iterdir())
+    proc = onward_cli("copy", "-n", "--json", src, dst)
+    assert proc.returncode == 0, proc.stderr
+    [plan, total] = onward_events(proc.stdout)
+    assert (plan["action"], plan["path"]) == ("resume", str(dst))
+    kept = int(plan["note"].split()[1])  # "at N of SIZE bytes": what the journal holds
+    assert kept >= committed and plan["bytes"] == SIZE - kept == total["bytes"]
+    fresh = dst.parent / "fresh.bin"
+    proc = onward_cli("copy", "--dry-run", src, fresh)
+    assert proc.returncode == 0 and proc.stdout == f"copy {fresh} (8.0 MiB)\n", proc.stderr
+    assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in dst.parent.iterdir()) == listing
+
+
+def test_dry_run_of_a_download_or_an_upload_sends_nothing(tmp_path: Path, onward_cli) -> None:
+    import socket
+
+    (tmp_path / "a.bin").write_bytes(b"a" * 1000)
+    with socket.socket() as closed:  # bound, not listening: any request would fail
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        down = onward_cli("copy", "-n", f"http://127.0.0.1:{port}/dir/x.iso", tmp_path)
+        up = onward_cli("copy", "-n", tmp_path / "a.bin", f"tus+http://u:secret@127.0.0.1:{port}/files/")
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.startswith(f"download {tmp_path / 'x.iso'} (from http://127.0.0.1:{port}/dir/x.iso")
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.startswith("upload tus+http://") and "secret" not in up.stdout + up.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
 # -- attributes --------------------------------------------------------------------------
 
 

@@ -310,6 +310,35 @@ def test_exclude_and_include_follow_rsyncs_rules_and_protect_what_they_leave_out
     assert alone.stderr == "onward: --exclude, --include or --filter applies to directory trees; add -r\n"
 
 
+def test_dry_run_says_what_a_tree_copy_would_do_and_writes_nothing(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_tree(src)
+    before = snapshot(tmp_path, specials=True)
+    proc = cli("copy", "-r", "-n", src, out)
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(tmp_path, specials=True) == before  # not even the destination directory
+    planned = proc.stdout.splitlines()
+    assert (
+        sum(line.startswith("copy ") for line in planned)
+        == sum(1 for p in src.rglob("*") if p.is_file() and not p.is_symlink() and os.stat(p).st_nlink == 1)
+        + 2
+    )  # one file of each of the two hard-link groups; the rest are links
+    assert any(line.startswith("link ") for line in planned) and any(
+        line.startswith("symlink ") for line in planned
+    )
+    assert "dry run" in proc.stderr and "nothing was written" in proc.stderr
+    assert cli("copy", "-r", src, out).returncode == 0
+    (src / "new.txt").write_bytes(b"12345")
+    (out / "src" / "extra").write_bytes(b"")
+    before = snapshot(tmp_path, specials=True)
+    proc = cli("copy", "-r", "--dry-run", "--delete", "--json", src, out)
+    assert proc.returncode == 0, proc.stderr
+    plans = [(e["action"], e["path"]) for e in events(proc) if e["event"] == "plan"]
+    assert plans == [("delete", "extra"), ("copy", "new.txt"), ("skip", "fifo")]
+    assert events(proc)[-1] == {"event": "dry_run", "bytes": 5}
+    assert snapshot(tmp_path, specials=True) == before
+
+
 def test_dash_c_without_r_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"a")
     proc = cli("copy", "-c", tmp_path / "a", tmp_path / "b")

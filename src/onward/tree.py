@@ -84,7 +84,7 @@ from .events import (
 from .options import Options
 from .units import format_size
 
-__all__ = ["copy_tree", "tree_roots"]
+__all__ = ["copy_tree", "resolve_tree", "tree_roots"]
 
 StrPath = str | os.PathLike[str]
 MAX_BATCH_FILES = 65536
@@ -126,6 +126,24 @@ def copy_tree(
     the tree as a whole cannot be copied.
     """
     opts = Options.build(**options)
+    src_root, dst_root, keep = resolve_tree(src, dst, opts, rules)
+    return TreeCopy(
+        src_root,
+        dst_root,
+        opts,
+        listeners,
+        delete=delete,
+        follow=follow_symlinks,
+        compare=compare_content,
+        rules=keep,
+    ).run()
+
+
+def resolve_tree(
+    src: StrPath, dst: StrPath, opts: Options, rules: Sequence[Rule], *, make: bool = True
+) -> tuple[str, str, Filter | None]:
+    """(source root, destination root, the rules as a filter) of ``copy -r SRC DST``, after
+    refusing what must not be copied; with ``make``, the destination root is made."""
     if opts.checksum:
         raise UsageError("--expect-digest checks one file; it cannot be used with -r")
     src_path, dst_path = os.fspath(src), os.fspath(dst)
@@ -139,25 +157,16 @@ def copy_tree(
         if looks_like_url(src_path):
             raise UsageError(f"{src_path}: a URL cannot be copied recursively; -r copies local directories")
     src_root, dst_root = tree_roots(src_path, dst_path)
-    prepare_roots(src_path, src_root, dst_path, dst_root)
+    prepare_roots(src_path, src_root, dst_path, dst_root, make=make)
     # Anchored rules see the source's own name first when the tree lands as DST/NAME (rsync's rule).
     named = dst_root != os.path.abspath(dst_path)
     keep = Filter(rules, os.path.basename(dst_root) + "/" if named else "") if rules else None
-    return TreeCopy(
-        src_root,
-        dst_root,
-        opts,
-        listeners,
-        delete=delete,
-        follow=follow_symlinks,
-        compare=compare_content,
-        rules=keep,
-    ).run()
+    return src_root, dst_root, keep
 
 
-def prepare_roots(src: str, src_root: str, dst: str, dst_root: str) -> None:
+def prepare_roots(src: str, src_root: str, dst: str, dst_root: str, *, make: bool = True) -> None:
     """Refuse what must not be copied, then make the destination root (and, for ``SRC DST``,
-    DST itself when only it is missing, as rsync does)."""
+    DST itself when only it is missing, as rsync does); without ``make`` only refuse."""
     try:
         os.stat(src_root)
     except OSError as exc:
@@ -188,8 +197,10 @@ def prepare_roots(src: str, src_root: str, dst: str, dst_root: str) -> None:
                 directory,
             )
         up = os.path.dirname(directory)
-        if not os.path.isdir(up):
+        if not os.path.isdir(up) and (make or up != os.path.abspath(dst)):
             raise DestinationError(f"{display(up)}: destination directory does not exist", up)
+        if not make:
+            continue
         try:
             # The root gets its source's bits and times at the end; DST itself is an ordinary mkdir.
             os.mkdir(directory, 0o700 if directory == dst_root else 0o777)

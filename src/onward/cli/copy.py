@@ -90,6 +90,10 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{target_name(dst)}: an upload sends one file (several files or -r go to a directory)"
             )
+    if args.dry_run:
+        from .dryrun import main as dry_run
+
+        return dry_run(args, sources, dst, options_from(args))
     if args.recursive or args.delete or args.dereference or args.compare_content or args.rules:
         from .copytree import main as copy_trees
 

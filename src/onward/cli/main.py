@@ -133,6 +133,12 @@ def add_copy(verbs: Any) -> None:
         "paths", nargs="*", metavar="SRC [SRC...] DST", help="source file(s) or URL(s), then the destination"
     )
     cp.add_argument("--restart", action="store_true", help="discard any partial copy and start over")
+    cp.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="say what would be copied or deleted; write nothing",
+    )
     tree = cp.add_argument_group("directory trees (SRC makes DST/NAME_OF_SRC, SRC/ fills DST)")
     tree.add_argument("-r", "--recursive", action="store_true", help="copy directory trees, resumably")
     tree.add_argument("-L", "--dereference", action="store_true", help="with -r: copy what symlinks point to")
