@@ -228,6 +228,23 @@ def test_dry_run_of_a_download_or_an_upload_sends_nothing(tmp_path: Path, onward
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
 
 
+def test_bandwidth_limits_are_taken_as_rsync_and_curl_write_them(
+    tmp_path: Path, onward_cli, onward_random_file
+) -> None:
+    data = onward_random_file(tmp_path / "a.bin", 2 * MiB)
+    for flag, value in (("--bwlimit", "1G"), ("--bwlimit", "1048576"), ("--limit-rate", "1000000000")):
+        proc = onward_cli("copy", flag, value, tmp_path / "a.bin", tmp_path / "b.bin")
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "b.bin").read_bytes() == data
+    for flag, value, why in (
+        ("--bwlimit", "fast", "--bwlimit: not a size"),
+        ("--limit-rate", "0", "the bandwidth limit must be at least 1 byte a second"),
+    ):
+        proc = onward_cli("copy", flag, value, tmp_path / "a.bin", tmp_path / "c.bin")
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+        assert not (tmp_path / "c.bin").exists()
+
+
 # -- attributes --------------------------------------------------------------------------
 
 

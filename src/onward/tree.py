@@ -25,6 +25,7 @@ from typing import Any
 
 from .core.filters import Filter, Rule
 from .core.journal import DecodeError
+from .core.throttle import paced
 from .core.tree import CopyFile, DestTree, MakeLink, SourceTree, TreePlan, dir_changes, parent, plan_tree
 from .core.treejournal import (
     Counts,
@@ -230,6 +231,8 @@ class TreeCopy:
         self.src_prefix, self.dst_prefix = os.path.join(src_root, ""), os.path.join(dst_root, "")
         self.listeners, self.delete, self.follow, self.clock = listeners, delete, follow, clock
         self.compare, self.rules = compare, rules
+        rate = options.bwlimit  # one limit for the whole tree, not one per file
+        self.throttle = paced(rate, options.chunk_size, clock()) if rate else None
         self.failures: list[tuple[str, str]] = []
         self.failed_paths: set[str] = set()  # relative paths
         self.failed_dirs: set[str] = set()  # directories that could not be made: skip below them
@@ -681,7 +684,8 @@ class TreeCopy:
             except BaseException:
                 source.close()
                 raise
-            Transfer(source, sink, journal, self.options_for(copy), [relay]).run(lean=copy.batched)
+            opts = self.options_for(copy)
+            Transfer(source, sink, journal, opts, [relay], throttle=self.throttle).run(lean=copy.batched)
         except (NoSpaceError, DurabilityError, Interrupted):
             raise  # these stop the whole tree: every later file would fail the same way
         except OnwardError as exc:

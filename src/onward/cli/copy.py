@@ -23,6 +23,13 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
                 opts[flag] = parse_size(getattr(args, flag))
     except ValueError as exc:
         raise UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
+    for flag, unit in (("bwlimit", "K"), ("limit_rate", "")):  # rsync's KiB/s, curl's bytes/s
+        text = getattr(args, flag)
+        if text is not None:
+            try:
+                opts["bwlimit"] = parse_size(text + unit if text.strip().isdigit() else text)
+            except ValueError as exc:
+                raise UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
     if args.checkpoint_seconds is not None:
         opts["checkpoint_seconds"] = args.checkpoint_seconds
     if args.retries is not None:

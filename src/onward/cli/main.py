@@ -184,6 +184,14 @@ def add_copy(verbs: Any) -> None:
         "--retries", metavar="N", type=int, help="retries of transient I/O and network errors (default 5)"
     )
     cp.add_argument(
+        "--bwlimit",
+        metavar="RATE",
+        help="move at most RATE bytes a second, as rsync: a plain number is KiB/s, or 50M, 1G",
+    )
+    cp.add_argument(
+        "--limit-rate", metavar="RATE", help="the same, as curl: a plain number is bytes a second"
+    )
+    cp.add_argument(
         "--expect-digest",
         metavar="ALG:HEX",
         help="the finished copy must have this sha256, sha512, sha1 or md5 digest",
