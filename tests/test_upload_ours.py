@@ -192,3 +192,13 @@ def test_clean_without_a_path_offers_the_unfinished_uploads_status_lists(tmp_pat
     assert removed.returncode == 0, removed.stderr
     assert [json.loads(line)["event"] for line in removed.stdout.splitlines()] == ["removed"]
     assert "no unfinished copies" in onward("status").stdout
+
+
+def test_sigterm_stops_serve_without_copys_resume_advice(tmp_path: Path) -> None:
+    server = serve(tmp_path)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=30)
+    said = server.log.read_text()
+    assert "onward: serve: stopped; unfinished uploads are kept for their clients" in said, said
+    assert "run the same command again" not in said and "Traceback" not in said

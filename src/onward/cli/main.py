@@ -331,7 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_error(exc, json_mode=getattr(args, "json", False))
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("onward: interrupted; run the same command again to resume\n")
+        if args.verb == "serve":  # nothing to resume: uploads in flight are resumed by their clients
+            sys.stderr.write("onward: serve: stopped; unfinished uploads are kept for their clients\n")
+        else:
+            sys.stderr.write("onward: interrupted; run the same command again to resume\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_FAILED
