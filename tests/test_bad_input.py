@@ -472,7 +472,7 @@ def test_copy_with_only_one_path_is_a_usage_error(tmp_path: Path, onward_cli, on
 
 def test_copy_with_no_path_is_a_usage_error(tmp_path: Path, onward_cli) -> None:
     proc = onward_cli("copy", cwd=tmp_path)
-    assert_one_error(proc, 2, "required", "SRC... DST")
+    assert_one_error(proc, 2, "copy needs a source and a destination", "onward copy SRC [SRC...] DST")
     assert list(tmp_path.iterdir()) == []
 
 

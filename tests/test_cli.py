@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import ONWARD_CLI
 from onward import __version__
 from onward.core.journal import decode
 from partials import intact_unclaimed
@@ -126,6 +128,121 @@ def test_options_may_come_between_sources_and_destination(
     assert [(into / p.name).read_bytes() for p in sources] == data
     starts = [e for e in onward_events(proc.stdout) if e["event"] == "start"]
     assert [e["chunk_size"] for e in starts] == [65536, 65536]  # the options applied to both
+
+
+def test_double_dash_ends_the_options(tmp_path: Path, onward_cli, onward_random_file) -> None:
+    data = onward_random_file(tmp_path / "-dash", 100_000)
+    proc = onward_cli("copy", "--", "-dash", "-out", cwd=tmp_path)  # as cp -- -dash -out
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "-out").read_bytes() == data
+    proc = onward_cli("copy", "--verify", "none", "--", "-dash", "-out2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "-out2").read_bytes() == data
+
+
+def test_an_unknown_flag_points_to_the_verbs_own_help(tmp_path: Path, onward_cli) -> None:
+    proc = onward_cli("copy", "--no-such-flag", tmp_path / "a", tmp_path / "b")
+    assert proc.returncode == 2
+    assert proc.stderr == "onward: unrecognized arguments: --no-such-flag (see 'onward copy --help')\n"
+    proc = onward_cli("status", "--no-such-flag")
+    assert proc.returncode == 2 and "(see 'onward status --help')" in proc.stderr
+
+
+def test_capital_p_shows_progress_as_rsync_users_type_it(
+    tmp_path: Path, onward_cli, onward_random_file
+) -> None:
+    onward_random_file(tmp_path / "a.bin", 3 * MiB)
+    proc = onward_cli("copy", "-P", tmp_path / "a.bin", tmp_path / "b.bin")
+    assert proc.returncode == 0, proc.stderr
+    assert "3.0 MiB of 3.0 MiB (100%)" in proc.stderr
+
+
+def test_a_closed_stdout_does_not_stop_the_copy(tmp_path: Path, onward_random_file) -> None:
+    data = onward_random_file(tmp_path / "a.bin", 32 * MiB)
+    reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert reader.stdin is not None
+    args = ["copy", "--json", "--chunk-size", "64K", "--checkpoint-bytes", "64K"]
+    proc = subprocess.run(
+        [*ONWARD_CLI, *args, str(tmp_path / "a.bin"), str(tmp_path / "b.bin")],
+        stdin=subprocess.DEVNULL,
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    reader.stdin.close()
+    assert reader.stdout is not None
+    assert json.loads(reader.stdout.read())["event"] == "start"
+    assert reader.wait(timeout=10) == 0
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b.bin").read_bytes() == data
+    assert "standard output was closed; its lines stop here, the copy goes on" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def test_expect_digest_and_the_old_checksum_spelling(tmp_path: Path, onward_cli, onward_random_file) -> None:
+    import hashlib
+
+    data = onward_random_file(tmp_path / "a.bin", 100_000)
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    proc = onward_cli("copy", "--expect-digest", digest, tmp_path / "a.bin", tmp_path / "b.bin")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    wrong = f"sha256:{hashlib.sha256(b'other').hexdigest()}"
+    for old in (["--checksum", wrong], [f"--checksum={wrong}"]):  # still the expected digest
+        proc = onward_cli("copy", *old, tmp_path / "a.bin", tmp_path / "c.bin")
+        assert proc.returncode == 1, proc.stderr
+        assert "--checksum ALG:HEX is now --expect-digest ALG:HEX" in proc.stderr
+        assert not (tmp_path / "c.bin").exists()
+
+
+def test_dry_run_of_a_file_says_copy_or_resume_and_writes_nothing(
+    interrupted, onward_cli, onward_events
+) -> None:
+    src, dst, _, committed = interrupted
+    listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in dst.parent.iterdir())
+    proc = onward_cli("copy", "-n", "--json", src, dst)
+    assert proc.returncode == 0, proc.stderr
+    [plan, total] = onward_events(proc.stdout)
+    assert (plan["action"], plan["path"]) == ("resume", str(dst))
+    kept = int(plan["note"].split()[1])  # "at N of SIZE bytes": what the journal holds
+    assert kept >= committed and plan["bytes"] == SIZE - kept == total["bytes"]
+    fresh = dst.parent / "fresh.bin"
+    proc = onward_cli("copy", "--dry-run", src, fresh)
+    assert proc.returncode == 0 and proc.stdout == f"copy {fresh} (8.0 MiB)\n", proc.stderr
+    assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in dst.parent.iterdir()) == listing
+
+
+def test_dry_run_of_a_download_or_an_upload_sends_nothing(tmp_path: Path, onward_cli) -> None:
+    import socket
+
+    (tmp_path / "a.bin").write_bytes(b"a" * 1000)
+    with socket.socket() as closed:  # bound, not listening: any request would fail
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        down = onward_cli("copy", "-n", f"http://127.0.0.1:{port}/dir/x.iso", tmp_path)
+        up = onward_cli("copy", "-n", tmp_path / "a.bin", f"tus+http://u:secret@127.0.0.1:{port}/files/")
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.startswith(f"download {tmp_path / 'x.iso'} (from http://127.0.0.1:{port}/dir/x.iso")
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.startswith("upload tus+http://") and "secret" not in up.stdout + up.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_bandwidth_limits_are_taken_as_rsync_and_curl_write_them(
+    tmp_path: Path, onward_cli, onward_random_file
+) -> None:
+    data = onward_random_file(tmp_path / "a.bin", 2 * MiB)
+    for flag, value in (("--bwlimit", "1G"), ("--bwlimit", "1048576"), ("--limit-rate", "1000000000")):
+        proc = onward_cli("copy", flag, value, tmp_path / "a.bin", tmp_path / "b.bin")
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "b.bin").read_bytes() == data
+    for flag, value, why in (
+        ("--bwlimit", "fast", "--bwlimit: not a size"),
+        ("--limit-rate", "0", "the bandwidth limit must be at least 1 byte a second"),
+    ):
+        proc = onward_cli("copy", flag, value, tmp_path / "a.bin", tmp_path / "c.bin")
+        assert proc.returncode == 2 and why in proc.stderr, proc.stderr
+        assert not (tmp_path / "c.bin").exists()
 
 
 # -- attributes --------------------------------------------------------------------------

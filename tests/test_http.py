@@ -359,15 +359,15 @@ def test_checksum_good_and_bad(nginx: Nginx, site: Path, tmp_path: Path) -> None
     url = nginx.url(f"{site.name}/s.bin")
     for alg in ("sha256", "md5", "sha1", "sha512"):
         dst = tmp_path / f"ok-{alg}"
-        proc = run("copy", "--checksum", f"{alg}:{hashlib.new(alg, data).hexdigest()}", url, dst)
+        proc = run("copy", "--expect-digest", f"{alg}:{hashlib.new(alg, data).hexdigest()}", url, dst)
         assert proc.returncode == 0, proc.stderr
         assert finished(dst, data)
     dst, wrong = tmp_path / "bad", hashlib.sha256(b"something else").hexdigest()
-    proc = run("copy", "--checksum", f"sha256:{wrong}", url, dst)
+    proc = run("copy", "--expect-digest", f"sha256:{wrong}", url, dst)
     error_line(proc, 1, str(dst), hashlib.sha256(data).hexdigest(), wrong, "nothing was promoted")
     assert not dst.exists() and partial_of(dst).exists()
-    proc = run("copy", "--checksum", "sha256:xyz", url, tmp_path / "never")
-    error_line(proc, 2, "--checksum")
+    proc = run("copy", "--expect-digest", "sha256:xyz", url, tmp_path / "never")
+    error_line(proc, 2, "--expect-digest")
     assert not (tmp_path / "never").exists()
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from onward.units import format_size
+
 KiB, MiB = 1 << 10, 1 << 20
 CHUNK = 64 * KiB
 FLAGS = ["--chunk-size", "64K", "--checkpoint-bytes", "256K"]
@@ -172,7 +174,8 @@ def test_copies_an_identical_tree_and_follows_rsyncs_slash_rule(tree: tuple[Path
     assert proc.returncode == 0, proc.stderr
     assert_copied(src, out / "src")
     assert sorted(os.listdir(out)) == ["src"]
-    assert "fifo: skipped: is a FIFO; special files are not copied" in proc.stderr
+    # The notice names the destination entry that is not made, and the source it stands for.
+    assert f"{out}/src/fifo: not copied: {src}/fifo is a FIFO; special files are not copied" in proc.stderr
     assert "Traceback" not in proc.stderr
     again = cli("copy", "-r", src, out)  # the same command again: the same copy, not out/src/src
     assert again.returncode == 0 and set(os.listdir(out / "src")) == set(os.listdir(src)) - {"fifo"}
@@ -210,6 +213,138 @@ def test_rerun_after_success_changes_nothing_and_reads_no_file(
             p.chmod(stat.S_IMODE(mode))
     assert proc.returncode == 0, proc.stderr
     assert of_kind(events(proc), "file") == [] and inodes(out) == times
+
+
+def test_dash_c_judges_files_of_the_same_size_by_their_bytes_as_rsync_c(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for name in ("same", "edited", "touched"):
+        (src / name).write_bytes(name.encode() * 1000)
+        os.utime(src / name, ns=(10**18, 10**18))
+    assert cli("copy", "-r", f"{src}/", out).returncode == 0
+    # "edited": other bytes, same size and time (the quick check cannot see it);
+    # "touched": the same bytes, another time (the quick check would copy it again).
+    (out / "edited").write_bytes(b"x" * 6000)
+    os.utime(out / "edited", ns=(10**18, 10**18))
+    os.utime(out / "touched", ns=(2 * 10**18, 2 * 10**18))
+    quick = cli("copy", "-r", "--json", f"{src}/", out)
+    assert quick.returncode == 0, quick.stderr
+    assert {e["path"] for e in of_kind(events(quick), "file") if e["action"] == "copied"} == {"touched"}
+    assert (out / "edited").read_bytes() == b"x" * 6000  # rsync's quick check misses it too
+    os.utime(out / "touched", ns=(2 * 10**18, 2 * 10**18))
+    proc = cli("copy", "-r", "-c", "--json", f"{src}/", out)
+    assert proc.returncode == 0, proc.stderr
+    actions = {e["path"]: e["action"] for e in of_kind(events(proc), "file")}
+    assert actions == {"same": "verified", "edited": "copied", "touched": "verified"}
+    [summary] = of_kind(events(proc), "summary")
+    assert summary["copied"] == 6000  # only "edited" was written
+    for name in ("same", "edited", "touched"):
+        assert (out / name).read_bytes() == (src / name).read_bytes()
+        assert (out / name).stat().st_mtime_ns == 10**18  # the source's time, kept or restored
+    assert "differs from the source" not in proc.stderr  # with -c a difference is the normal case
+
+
+def test_dash_v_lists_each_entry_as_it_is_done(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    (src / "a").write_bytes(b"a" * 10)
+    (src / "sub" / "b").write_bytes(os.urandom(3 * MiB))  # its own journal: not batched
+    proc = cli("copy", "-r", "-v", "--chunk-size", "1M", f"{src}/", out)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == ["copied a", "copied sub/b"]
+    (out / "extra").write_bytes(b"")
+    proc = cli("copy", "-r", "-v", "--delete", f"{src}/", out)  # nothing to copy: only the removal
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["deleted extra"]
+    proc = cli("copy", "-v", src / "a", tmp_path / "single")
+    assert proc.returncode == 0 and proc.stdout == f"copied {tmp_path / 'single'}\n", proc.stderr
+
+
+def test_status_never_shows_an_unfinished_tree_as_done(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    for name in ("a", "b"):
+        (src / name).write_bytes(b"x" * 1000)
+    (src / "empty").write_bytes(b"")
+    (out / "src" / "empty").mkdir(parents=True)  # a conflict: the empty file fails, 0 bytes missing
+    assert cli("copy", "-r", src, out).returncode == 23
+    [entry] = [json.loads(line) for line in cli("status", "--json", out).stdout.splitlines()]
+    assert (entry["files_done"], entry["files"], entry["done"], entry["size"]) == (2, 3, 2000, 2000)
+    assert entry["percent"] == 99.9
+    assert "99.9%" in cli("status", out).stdout
+
+
+def test_exclude_and_include_follow_rsyncs_rules_and_protect_what_they_leave_out(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    for rel in ("a.o", "b.c", "keep/y.o", "raw/x", "sub/cache/z", "sub/w", "sub/raw/v"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(rel.encode())
+    (out / "src").mkdir(parents=True)
+    (out / "src" / "old.o").write_bytes(b"excluded: --delete must leave it")
+    (out / "src" / "old.txt").write_bytes(b"not excluded: --delete removes it")
+    rules_file = tmp_path / "rules"
+    rules_file.write_text("# build output\n\ncache/\n")
+    args = [
+        "--include",
+        "keep/***",
+        "--exclude",
+        "*.o",
+        "--exclude",
+        "/src/raw",
+        "--exclude-from",
+        rules_file,
+    ]
+    proc = cli("copy", "-r", "--delete", *args, src, out)  # SRC: anchored rules see "src/..."
+    assert proc.returncode == 0, proc.stderr
+    got = sorted(str(p.relative_to(out / "src")) for p in (out / "src").rglob("*") if p.is_file())
+    assert got == ["b.c", "keep/y.o", "old.o", "sub/raw/v", "sub/w"]
+    # SRC/: the same anchored rule now names nothing, and "/raw" is the one that matches.
+    contents = tmp_path / "contents"
+    proc = cli("copy", "-r", "--exclude", "/src/raw", "--filter", "- /sub/", f"{src}/", contents)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in contents.iterdir()) == ["a.o", "b.c", "keep", "raw"]
+    bad = cli("copy", "-r", "--filter", "? x", src, out)
+    assert bad.returncode == 2 and "--filter: not a rule: '? x'" in bad.stderr
+    alone = cli("copy", "--exclude", "*.o", src / "b.c", tmp_path / "b.c")
+    assert alone.returncode == 2
+    assert alone.stderr == "onward: --exclude, --include or --filter applies to directory trees; add -r\n"
+
+
+def test_dry_run_says_what_a_tree_copy_would_do_and_writes_nothing(tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    make_tree(src)
+    before = snapshot(tmp_path, specials=True)
+    proc = cli("copy", "-r", "-n", src, out)
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(tmp_path, specials=True) == before  # not even the destination directory
+    planned = proc.stdout.splitlines()
+    assert (
+        sum(line.startswith("copy ") for line in planned)
+        == sum(1 for p in src.rglob("*") if p.is_file() and not p.is_symlink() and os.stat(p).st_nlink == 1)
+        + 2
+    )  # one file of each of the two hard-link groups; the rest are links
+    assert any(line.startswith("link ") for line in planned) and any(
+        line.startswith("symlink ") for line in planned
+    )
+    assert "dry run" in proc.stderr and "nothing was written" in proc.stderr
+    assert cli("copy", "-r", src, out).returncode == 0
+    (src / "new.txt").write_bytes(b"12345")
+    (out / "src" / "extra").write_bytes(b"")
+    before = snapshot(tmp_path, specials=True)
+    proc = cli("copy", "-r", "--dry-run", "--delete", "--json", src, out)
+    assert proc.returncode == 0, proc.stderr
+    plans = [(e["action"], e["path"]) for e in events(proc) if e["event"] == "plan"]
+    assert plans == [("delete", "extra"), ("copy", "new.txt"), ("skip", "fifo")]
+    assert events(proc)[-1] == {"event": "dry_run", "bytes": 5}
+    assert snapshot(tmp_path, specials=True) == before
+
+
+def test_dash_c_without_r_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    proc = cli("copy", "-c", tmp_path / "a", tmp_path / "b")
+    assert proc.returncode == 2
+    assert proc.stderr == "onward: -c applies to directory trees; add -r\n"
+    assert not (tmp_path / "b").exists()
 
 
 def start_then_kill(args: list[object], work: float, rng: random.Random) -> tuple[int, bool]:
@@ -331,6 +466,11 @@ def test_ctrl_c_stops_with_130_and_the_same_command_resumes(tmp_path: Path) -> N
     assert proc.returncode == 130, err
     assert "interrupted after" in err and "run the same command again to resume" in err
     assert "Traceback" not in err
+    # What the message says is kept is what status finds: the done files and the file in flight.
+    [entry] = [json.loads(line) for line in cli("status", "--json", out).stdout.splitlines()]
+    assert entry["done"] >= MiB
+    kept = f"({format_size(entry['done'])} of {format_size(entry['size'])} kept)"
+    assert kept in err, err
     proc2 = cli("copy", "-r", *FLAGS, src, out)
     assert proc2.returncode == 0, proc2.stderr
     assert_copied(src, out / "src")

@@ -8,16 +8,20 @@ Traffic goes to 127.0.0.1 only; every wait is bounded.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from http_servers import HOST, self_signed
-from peers.servers import OnwardServer, done_event, run_copy, start_copy
+from peers.servers import OnwardServer, done_event, events, run_copy, start_copy, state_env
 
 RUN_TIMEOUT = 120
 SIZE = 24 * 1024 * 1024 + 5
@@ -113,3 +117,88 @@ def test_tls_is_verified(tmp_path: Path, protocol: str, monkeypatch: pytest.Monk
         assert result.returncode == 0, result.stderr
         (finished,) = server.files()
         assert finished.read_bytes() == data
+
+
+@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+def test_a_server_that_is_down_costs_one_retry_budget(tmp_path: Path, protocol: str) -> None:
+    """Every request of an upload (discovery, creation, offset, append) draws on one
+    ``--retries`` budget: retries nested per request once made 30 attempts of 5."""
+    src, state = tmp_path / "a.bin", tmp_path / "state"
+    src.write_bytes(os.urandom(100_000))
+    with socket.socket() as closed:  # bound, never listening: every connection is refused
+        closed.bind((HOST, 0))
+        url = f"{protocol}+http://{HOST}:{closed.getsockname()[1]}/files/"
+        result = run_copy(src, url, state, "--retries", "2")
+    assert result.returncode == 1, result.stderr
+    retries = [e for e in events(result.stdout) if e["event"] == "retry"]
+    assert [e["attempt"] for e in retries] == [1, 2]
+    assert all("re-run" not in str(e["error"]) for e in retries)  # a retry line says what happened
+    [error] = [e for e in events(result.stdout) if e["event"] == "error"]
+    assert str(error["message"]).endswith("; re-run to resume")  # the last word says what to do
+    # No upload was ever made, so there is nothing to resume and nothing for status to list.
+    status = subprocess.run(
+        [sys.executable, "-m", "onward", "status"], env=state_env(state), capture_output=True, text=True
+    )
+    assert status.returncode == 0 and str(src) not in status.stdout, status.stdout
+    assert [p.name for p in (state / "onward" / "uploads").iterdir()] == []
+
+
+@pytest.mark.parametrize("protocol", ["tus", "ietf"])
+def test_a_finished_upload_says_where_it_is(tmp_path: Path, protocol: str) -> None:
+    src, state = tmp_path / "a.bin", tmp_path / "state"
+    src.write_bytes(os.urandom(300_000))
+    with serve(tmp_path) as server:
+        result = run_copy(src, server.endpoint(protocol), state)
+        assert result.returncode == 0, result.stderr
+        (finished,) = server.files()
+        location = str(done_event(result.stdout)["location"])
+        assert location == f"{server.url}{finished.name}"  # the upload's own URL, as the server named it
+        people = subprocess.run(
+            [sys.executable, "-m", "onward", "copy", "-P", str(src), server.endpoint(protocol)],
+            env=state_env(state),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        assert people.returncode == 0, people.stderr
+        assert f"; the upload is at {server.url}" in people.stderr.splitlines()[-1]
+
+
+def test_clean_without_a_path_offers_the_unfinished_uploads_status_lists(tmp_path: Path) -> None:
+    src, state, cwd = tmp_path / "big.bin", tmp_path / "state", tmp_path / "elsewhere"
+    src.write_bytes(os.urandom(SIZE))
+    cwd.mkdir()
+    with serve(tmp_path) as server:
+        proc = start_copy(src, server.endpoint("tus"), state, "--checkpoint-seconds", "0.1")
+        try:
+            server.wait_for_bytes(SIZE // 4)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def onward(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "onward", *args],
+            env=state_env(state),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    assert str(src) in onward("status").stdout
+    removed = onward("clean", "--yes", "--json")
+    assert removed.returncode == 0, removed.stderr
+    assert [json.loads(line)["event"] for line in removed.stdout.splitlines()] == ["removed"]
+    assert "no unfinished copies" in onward("status").stdout
+
+
+def test_sigterm_stops_serve_without_copys_resume_advice(tmp_path: Path) -> None:
+    server = serve(tmp_path)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=30)
+    said = server.log.read_text()
+    assert "onward: serve: stopped; unfinished uploads are kept for their clients" in said, said
+    assert "run the same command again" not in said and "Traceback" not in said

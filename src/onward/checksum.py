@@ -1,6 +1,6 @@
 """Whole-file digests checked on the finished partial, before it may take the final name.
 
-``--checksum ALG:HEX`` and a server's ``Repr-Digest`` / ``Digest`` header become
+``--expect-digest ALG:HEX`` and a server's ``Repr-Digest`` / ``Digest`` header become
 ``Expected`` values (``onward.core.http``); ``check_digests`` reads the partial once,
 feeding every hash that is asked for, and raises ``IntegrityError`` on a mismatch.
 The engine calls it as the last step of verification (``Transfer(final_check=...)``).

@@ -18,6 +18,7 @@ from .core.journal import Decoded, DecodeError, Header, decode, encode_chunks, e
 from .core.lifecycle import Lifecycle, State, Step
 from .core.plan import ChunkRecord, Plan, without
 from .core.retry import Backoff
+from .core.throttle import Throttle, paced
 from .endpoints import JournalStore, Sink, Source
 from .endpoints.direct import aligned_buffer
 from .errors import (
@@ -57,9 +58,13 @@ class Transfer:
         sleep: Callable[[float], None] = time.sleep,
         jitter: Callable[[], float] | None = None,  # default random.random
         final_check: FinalCheck | None = None,
+        throttle: Throttle | None = None,  # shared by several copies (a tree); else from options
     ) -> None:
         self.source, self.sink, self.journal, self.opts = source, sink, journal, options
-        self.final_check = final_check  # whole-file digests (--checksum), last step of verify
+        if throttle is None and options.bwlimit is not None:
+            throttle = paced(options.bwlimit, options.chunk_size, clock())
+        self.throttle = throttle
+        self.final_check = final_check  # whole-file digests (--expect-digest), last step of verify
         self.listeners = listeners
         self.clock, self.sleep, self._jitter = clock, sleep, jitter
         self.life = Lifecycle()
@@ -77,6 +82,14 @@ class Transfer:
 
             self._jitter = random.random
         return self._jitter()
+
+    def pace(self, moved: int) -> None:
+        """--bwlimit: wait after ``moved`` bytes are written, between chunks (never between a
+        sync and its journal record, so the limit leaves the durability order alone)."""
+        if self.throttle is not None:
+            wait = self.throttle.delay(moved, self.clock())
+            if wait > 0:
+                self.sleep(wait)
 
     # -- reporting -----------------------------------------------------------
 
@@ -192,6 +205,7 @@ class Transfer:
                 return False
             records.append(ChunkRecord(0, size, digest(view)))
             self.sink.write(0, view)
+            self.pace(size)
             self.sink.sync()
             if self.reads_back and self.check(self.sink.read_into, records):
                 self.read_back_wrong(1)
@@ -426,7 +440,7 @@ class Transfer:
                 delay = backoff.delay(attempt, self.jitter(), exc.retry_after)
                 if delay is None:
                     raise
-                self.emit(Retry(self.sink.name, attempt, delay, exc.message))
+                self.emit(Retry(self.sink.name, attempt, delay, exc.reason))
                 self.sleep(delay)
 
     def copy_remaining(self) -> None:
@@ -443,6 +457,7 @@ class Transfer:
                 if chunk.short:
                     break  # the source shrank: verification sees the new identity
                 self.sink.write(chunk.index * plan.chunk_size, chunk.view)
+                self.pace(len(chunk.view))
                 chunks.release(chunk.view)
                 self.pending.append(ChunkRecord(chunk.index, len(chunk.view), chunk.digest))
                 self.copied += len(chunk.view)

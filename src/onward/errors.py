@@ -17,7 +17,7 @@ meant to escape the public API::
     ├── DurabilityError              fsync failed: nothing since the last checkpoint is trusted
     ├── TransientError               worth retrying: EIO, EAGAIN, a dropped connection, HTTP 5xx, ...
     ├── IntegrityError               source kept changing, a chunk kept failing verification,
-    │                                or the copy does not match --checksum or the server's digest
+    │                                or the copy does not match --expect-digest or the server's digest
     ├── PartialCopyError             exit 23 (as rsync): a tree copy where some entries failed; the
     │                                rest is copied, ``failures`` lists them, a re-run retries them
     └── Interrupted                  exit 130: Ctrl-C or SIGTERM; progress is kept, re-run resumes
@@ -86,10 +86,15 @@ class DurabilityError(OnwardError):
 
 
 class TransientError(OnwardError):
-    """Worth another attempt; ``retry_after`` is how long the other side asked to wait (seconds)."""
+    """Worth another attempt; ``retry_after`` is how long the other side asked to wait (seconds).
+    ``reason`` is what happened, for a retry line; ``message`` ends with the advice to re-run,
+    for when the retries are spent."""
+
+    ADVICE = "; re-run to resume"
 
     def __init__(self, message: str, path: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message, path)
+        self.reason = message.removesuffix(self.ADVICE)
+        super().__init__(self.reason + self.ADVICE, path)
         self.retry_after = retry_after
 
 

@@ -38,6 +38,7 @@ class CopyResult(NamedTuple):
     copied: int  # bytes moved by this run
     digest: str  # hex xxh3-128 of the chunk digests in order (see docs/JOURNAL.md)
     duration: float  # seconds
+    location: str | None = None  # an upload: the URL of the finished upload (no credentials)
 
 
 class Start(NamedTuple):
@@ -139,7 +140,7 @@ class TreeStart(NamedTuple):
 
 class FileDone(NamedTuple):
     """One entry made, replaced or removed: ``action`` is copied, linked, symlinked, updated
-    (permission bits only), verified (--verify full found it intact) or deleted."""
+    (permission bits only), verified (--verify full or -c found it intact) or deleted."""
 
     path: str  # relative to the roots
     action: str

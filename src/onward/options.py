@@ -36,6 +36,7 @@ class Options(NamedTuple):
     retries: int = 5
     recheck_chunks: int = 4  # committed chunks re-hashed from the partial on resume
     checksum: str | None = None  # "ALG:HEX" the finished copy must match (sha256, sha512, sha1, md5)
+    bwlimit: int | None = None  # bytes a second at most (--bwlimit, --limit-rate)
     # Downloads only (URL sources; see docs/CLI.md):
     connections: int = 1  # parallel ranged requests
     timeout: float = 30.0  # seconds to connect, or to wait for the next bytes
@@ -68,6 +69,8 @@ class Options(NamedTuple):
             raise UsageError(f"verify must be 'none', 'fast' or 'full', not {self.verify!r}")
         if self.retries < 0:
             raise UsageError("retries must not be negative")
+        if self.bwlimit is not None and self.bwlimit < 1:
+            raise UsageError("the bandwidth limit must be at least 1 byte a second")
         if self.recheck_chunks < 0:
             raise UsageError("recheck_chunks must not be negative")
         if self.checksum is not None:
@@ -76,7 +79,7 @@ class Options(NamedTuple):
             try:
                 parse_checksum(self.checksum)
             except ValueError as exc:
-                raise UsageError(f"--checksum: {exc}") from None
+                raise UsageError(f"--expect-digest: {exc}") from None
         if not 1 <= self.connections <= MAX_CONNECTIONS:
             raise UsageError(f"connections must be between 1 and {MAX_CONNECTIONS}, not {self.connections}")
         if not self.timeout > 0:

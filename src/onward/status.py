@@ -34,9 +34,14 @@ class Unfinished(NamedTuple):
 
     @property
     def percent(self) -> float | None:
+        """Bytes done of the size; never 100 while files remain (a failed empty file, say): an
+        unfinished copy is not shown as finished."""
         if self.size is None:
             return None
-        return 100.0 if self.size == 0 else 100.0 * self.done / self.size
+        percent = 100.0 if self.size == 0 else 100.0 * self.done / self.size
+        if self.files is not None and self.files_done is not None and self.files_done < self.files:
+            percent = min(percent, 99.9)
+        return percent
 
 
 def _candidates(root: str) -> Iterator[str]:

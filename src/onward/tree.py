@@ -23,7 +23,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .core.filters import Filter, Rule
 from .core.journal import DecodeError
+from .core.throttle import paced
 from .core.tree import CopyFile, DestTree, MakeLink, SourceTree, TreePlan, dir_changes, parent, plan_tree
 from .core.treejournal import (
     Counts,
@@ -40,7 +42,7 @@ from .endpoints.local import PARTIAL_SUFFIX, LocalJournal, LocalSink, LocalSourc
 from .endpoints.localtree import (
     TREE_JOURNAL,
     TreeLock,
-    apply_dir,
+    apply_attrs,
     cause,
     display,
     make_dir,
@@ -83,7 +85,7 @@ from .events import (
 from .options import Options
 from .units import format_size
 
-__all__ = ["copy_tree", "tree_roots"]
+__all__ = ["copy_tree", "resolve_tree", "tree_roots"]
 
 StrPath = str | os.PathLike[str]
 MAX_BATCH_FILES = 65536
@@ -108,11 +110,16 @@ def copy_tree(
     listeners: Sequence[Listener] = (),
     delete: bool = False,
     follow_symlinks: bool = False,
+    compare_content: bool = False,
+    rules: Sequence[Rule] = (),
     **options: Any,
 ) -> TreeResult:
     """Copy the directory tree ``src`` into ``dst`` (rsync's trailing-slash rule), resuming an
     unfinished copy of the same tree. ``delete`` removes destination entries the source does
-    not have (``--delete``); ``follow_symlinks`` copies what symlinks point to (``-L``). Options
+    not have (``--delete``); ``follow_symlinks`` copies what symlinks point to (``-L``);
+    ``compare_content`` judges a destination file of the source's size by its bytes, not its
+    size and time (``-c``, as rsync's ``--checksum``); ``rules`` are rsync's include/exclude
+    rules (``core.filters``), first match wins. Options
     are the fields of ``Options``; listeners get every event, the tree's included.
 
     Returns a ``TreeResult``; raises ``PartialCopyError`` (exit 23) when some entries failed
@@ -120,8 +127,26 @@ def copy_tree(
     the tree as a whole cannot be copied.
     """
     opts = Options.build(**options)
+    src_root, dst_root, keep = resolve_tree(src, dst, opts, rules)
+    return TreeCopy(
+        src_root,
+        dst_root,
+        opts,
+        listeners,
+        delete=delete,
+        follow=follow_symlinks,
+        compare=compare_content,
+        rules=keep,
+    ).run()
+
+
+def resolve_tree(
+    src: StrPath, dst: StrPath, opts: Options, rules: Sequence[Rule], *, make: bool = True
+) -> tuple[str, str, Filter | None]:
+    """(source root, destination root, the rules as a filter) of ``copy -r SRC DST``, after
+    refusing what must not be copied; with ``make``, the destination root is made."""
     if opts.checksum:
-        raise UsageError("--checksum checks one file; it cannot be used with -r")
+        raise UsageError("--expect-digest checks one file; it cannot be used with -r")
     src_path, dst_path = os.fspath(src), os.fspath(dst)
     if not src_path:
         raise SourceError("source path is empty")
@@ -133,13 +158,16 @@ def copy_tree(
         if looks_like_url(src_path):
             raise UsageError(f"{src_path}: a URL cannot be copied recursively; -r copies local directories")
     src_root, dst_root = tree_roots(src_path, dst_path)
-    prepare_roots(src_path, src_root, dst_path, dst_root)
-    return TreeCopy(src_root, dst_root, opts, listeners, delete=delete, follow=follow_symlinks).run()
+    prepare_roots(src_path, src_root, dst_path, dst_root, make=make)
+    # Anchored rules see the source's own name first when the tree lands as DST/NAME (rsync's rule).
+    named = dst_root != os.path.abspath(dst_path)
+    keep = Filter(rules, os.path.basename(dst_root) + "/" if named else "") if rules else None
+    return src_root, dst_root, keep
 
 
-def prepare_roots(src: str, src_root: str, dst: str, dst_root: str) -> None:
+def prepare_roots(src: str, src_root: str, dst: str, dst_root: str, *, make: bool = True) -> None:
     """Refuse what must not be copied, then make the destination root (and, for ``SRC DST``,
-    DST itself when only it is missing, as rsync does)."""
+    DST itself when only it is missing, as rsync does); without ``make`` only refuse."""
     try:
         os.stat(src_root)
     except OSError as exc:
@@ -170,8 +198,10 @@ def prepare_roots(src: str, src_root: str, dst: str, dst_root: str) -> None:
                 directory,
             )
         up = os.path.dirname(directory)
-        if not os.path.isdir(up):
+        if not os.path.isdir(up) and (make or up != os.path.abspath(dst)):
             raise DestinationError(f"{display(up)}: destination directory does not exist", up)
+        if not make:
+            continue
         try:
             # The root gets its source's bits and times at the end; DST itself is an ordinary mkdir.
             os.mkdir(directory, 0o700 if directory == dst_root else 0o777)
@@ -192,12 +222,17 @@ class TreeCopy:
         *,
         delete: bool,
         follow: bool,
+        compare: bool = False,
+        rules: Filter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.src_root, self.dst_root, self.opts = src_root, dst_root, options
         # os.path.join(root, rel), made once: src() and dst() run several times for every file
         self.src_prefix, self.dst_prefix = os.path.join(src_root, ""), os.path.join(dst_root, "")
         self.listeners, self.delete, self.follow, self.clock = listeners, delete, follow, clock
+        self.compare, self.rules = compare, rules
+        rate = options.bwlimit  # one limit for the whole tree, not one per file
+        self.throttle = paced(rate, options.chunk_size, clock()) if rate else None
         self.failures: list[tuple[str, str]] = []
         self.failed_paths: set[str] = set()  # relative paths
         self.failed_dirs: set[str] = set()  # directories that could not be made: skip below them
@@ -212,6 +247,7 @@ class TreeCopy:
         self.files = self.total = self.files_done = self.bytes_done = self.copied = 0
         self.copied_files = self.linked = self.symlinks = self.dirs_made = self.deleted = 0
         self.current = (0, 0)  # (done, copied) bytes of the file in flight
+        self.kept = 0  # bytes of the file in flight (not batched) that its journal holds
         self.waiting = (0, 0)  # (done, copied) bytes of the files waiting in the batch
         self.last_progress = -PROGRESS_EVERY
         self.last_commit = 0.0  # seconds the last batch took to make durable
@@ -306,11 +342,11 @@ class TreeCopy:
             self.name_max = os.pathconf(self.dst_root, "PC_NAME_MAX")
         loaded = self.load_journal()
         try:
-            source = scan_source(self.src_root, follow=self.follow, avoid=self.avoid())
+            source = scan_source(self.src_root, follow=self.follow, avoid=self.avoid(), rules=self.rules)
         except OSError as exc:  # the root itself, gone or changed since it was checked
             raise from_oserror(exc, self.src_root, "cannot read source", source=True) from None
         try:
-            dest = scan_destination(self.dst_root, source)
+            dest = scan_destination(self.dst_root, source, self.rules)
         except OSError as exc:
             raise from_oserror(exc, self.dst_root, "cannot read destination", source=False) from None
         plan = plan_tree(
@@ -323,6 +359,7 @@ class TreeCopy:
             preserve_mode=self.opts.preserve_mode,
             preserve_times=self.opts.preserve_times,
             verify_full=self.opts.verify == "full",
+            compare_content=self.compare,
             restart=self.opts.restart,
         )
         self.files, self.total = plan.files, plan.bytes
@@ -346,7 +383,8 @@ class TreeCopy:
         for rel, why in source.problems:
             self.fail(self.src(rel), f"{display(self.src(rel))}: {why}", rel)
         for rel, why in [*source.skipped, *plan.skipped]:
-            self.notice(display(self.src(rel)), f"skipped: {why}")
+            # The notice is about the destination entry that is not made; the message names the source.
+            self.notice(display(self.dst(rel)), f"not copied: {display(self.src(rel))} {why}")
         for conflict in plan.conflicts:
             self.fail(
                 self.dst(conflict.path),
@@ -460,7 +498,9 @@ class TreeCopy:
             self.symlink(link.path, link.target, (link.atime_ns, link.mtime_ns))
         links = list(plan.links)
         for copy in plan.verify:
-            if not self.verify_done(copy):  # copied again: its hard links must follow the new copy
+            if not self.verify_done(
+                copy, plan.attrs.get(copy.path)
+            ):  # copied again: its hard links must follow the new copy
                 links += [MakeLink(path, copy.path) for path in plan.followers.get(copy.path, [])]
         for copy in plan.copies:
             self.copy(copy)
@@ -568,8 +608,11 @@ class TreeCopy:
         self.touched.add(parent(rel))
         self.file_done(rel, "linked", 0)
 
-    def verify_done(self, copy: CopyFile) -> bool:
-        """Compare a done file with its source (--verify full); False when it was copied again."""
+    def verify_done(
+        self, copy: CopyFile, attrs: tuple[int | None, tuple[int, int] | None] | None = None
+    ) -> bool:
+        """Compare a done file with its source (--verify full, -c); False when it was copied again.
+        A file found the same gets the source's ``attrs`` (mode, times) where they differ."""
         try:
             same = same_bytes(self.src(copy.path), self.dst(copy.path))
         except OSError as exc:
@@ -577,9 +620,20 @@ class TreeCopy:
             self.fail(path, f"{display(path)}: {cause(exc, 'cannot read to verify')}", copy.path)
             return True
         if same:
+            if attrs is not None and attrs != (None, None):
+                try:
+                    apply_attrs(self.dst(copy.path), *attrs)
+                except OSError as exc:
+                    where = self.dst(copy.path)
+                    self.fail(where, f"{display(where)}: {cause(exc, 'cannot set attributes')}", copy.path)
+                    return True
+                self.touched.add(parent(copy.path))
             self.file_done(copy.path, "verified", copy.size)
             return True
-        self.notice(display(self.dst(copy.path)), "differs from the source (--verify full); copying it again")
+        if not self.compare:  # with -c a file whose bytes differ is simply copied, as by rsync -c
+            self.notice(
+                display(self.dst(copy.path)), "differs from the source (--verify full); copying it again"
+            )
         self.copy(copy._replace(reason="differs"))
         return False
 
@@ -630,11 +684,12 @@ class TreeCopy:
             except BaseException:
                 source.close()
                 raise
-            Transfer(source, sink, journal, self.options_for(copy), [relay]).run(lean=copy.batched)
+            opts = self.options_for(copy)
+            Transfer(source, sink, journal, opts, [relay], throttle=self.throttle).run(lean=copy.batched)
         except (NoSpaceError, DurabilityError, Interrupted):
             raise  # these stop the whole tree: every later file would fail the same way
         except OnwardError as exc:
-            self.current = (0, 0)
+            self.current, self.kept = (0, 0), 0
             self.fail(exc.path or self.src(rel), exc.message, rel)
             return
         stamp = Stamp.of(source.stat)
@@ -646,6 +701,7 @@ class TreeCopy:
             if self.batch_due():
                 self.commit()
             return
+        self.kept = 0
         self.mark_done([(rel, stamp)])
         self.copied_files += 1
         self.file_done(rel, "copied", copy.size, relay.copied, relay.resumed_from)
@@ -694,10 +750,11 @@ class TreeCopy:
             self.commit()
 
     def interrupted(self) -> Interrupted:
-        done, total = self.bytes_done, self.total
+        """What is kept: the files done, and what the journal of the file in flight holds."""
+        done, total = self.bytes_done + self.kept, self.total
         return Interrupted(
             f"{display(self.dst_root)}: interrupted after {self.files_done} of {self.files} files "
-            f"({format_size(done)} of {format_size(total)}); run the same command again to resume",
+            f"({format_size(done)} of {format_size(total)} kept); run the same command again to resume",
             self.dst_root,
             done,
             total,
@@ -734,7 +791,7 @@ class TreeCopy:
             if new_mode is None and new_times is None:
                 continue
             try:
-                apply_dir(path, new_mode, new_times)
+                apply_attrs(path, new_mode, new_times)
             except OSError as exc:
                 self.fail(
                     path, f"{display(path)}: {cause(exc, 'cannot set directory permissions and times')}"
@@ -761,5 +818,9 @@ class Relay:
         elif isinstance(event, Start):
             self.resumed_from = event.resumed_from
             self.tree.current = (event.resumed_from, 0)
+            if not self.quiet:
+                self.tree.kept = event.resumed_from
         elif isinstance(event, Retry | Notice) or (isinstance(event, Checkpoint) and not self.quiet):
+            if isinstance(event, Checkpoint):
+                self.tree.kept = event.committed
             self.tree.emit(event)

@@ -21,7 +21,7 @@ from .endpoints.local import LocalSource
 from .endpoints.tus import UploadJournal, UploadSink
 from .engine import Transfer
 from .errors import UsageError
-from .events import CopyResult, Event, Listener, Notice, Retry, dispatch
+from .events import CopyResult, Done, Event, Listener, Notice, Retry, dispatch
 from .options import Options
 
 __all__ = ["state_directory", "upload"]
@@ -49,11 +49,13 @@ def upload(src: str, url: str, opts: Options, listeners: Sequence[Listener] = ()
         raise UsageError(f"{target.name}: an upload sends a local file, not {redact_url(src)}")
     if opts.checksum is not None:
         raise UsageError(
-            f"{target.name}: --checksum checks a copy that can be read back; an upload's bytes are "
+            f"{target.name}: --expect-digest checks a copy that can be read back; an upload's bytes are "
             "checked by the protocol (docs/UPLOAD.md)"
         )
 
     def emit(event: Event) -> None:
+        if isinstance(event, Done):  # the result names where the upload is
+            event = Done(event.result._replace(location=sink.upload_url))
         for listener in listeners:
             dispatch(listener, event)
 
@@ -87,7 +89,7 @@ def upload(src: str, url: str, opts: Options, listeners: Sequence[Listener] = ()
         sink.close()
         journal.close()
         raise
-    return Transfer(source, sink, journal, opts, listeners).run()
+    return Transfer(source, sink, journal, opts, [emit]).run()._replace(location=sink.upload_url)
 
 
 def continue_earlier(

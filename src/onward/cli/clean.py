@@ -8,14 +8,14 @@ import sys
 
 from ..endpoints.localtree import display
 from ..errors import OnwardError, UsageError
-from ..status import find_unfinished, remove_unfinished
+from ..status import remove_unfinished
 from ..units import format_size
 from .render import emit_json, report_error
-from .status import line
+from .status import line, listed
 
 
 def main(args: argparse.Namespace) -> int:
-    items = find_unfinished(args.path)
+    items = listed(args.path)
     if not items:
         if not args.json:
             print(f"no unfinished copies under {display(args.path)}")

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import Interrupted, OnwardError, UsageError
 from ..events import Listener
 from ..units import parse_size
-from .render import JsonLines, Notices, RichProgress, TextProgress, report_error
+from .render import JsonLines, Lister, Notices, RichProgress, TextProgress, report_error
 
 PRESERVABLE = {"mode": "preserve_mode", "timestamps": "preserve_times"}
 
@@ -23,11 +23,20 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
                 opts[flag] = parse_size(getattr(args, flag))
     except ValueError as exc:
         raise UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
+    for flag, unit in (("bwlimit", "K"), ("limit_rate", "")):  # rsync's KiB/s, curl's bytes/s
+        text = getattr(args, flag)
+        if text is not None:
+            try:
+                opts["bwlimit"] = parse_size(text + unit if text.strip().isdigit() else text)
+            except ValueError as exc:
+                raise UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
     if args.checkpoint_seconds is not None:
         opts["checkpoint_seconds"] = args.checkpoint_seconds
     if args.retries is not None:
         opts["retries"] = args.retries
-    for flag in ("checksum", "connections", "timeout"):
+    if args.expect_digest is not None:
+        opts["checksum"] = args.expect_digest
+    for flag in ("connections", "timeout"):
         if getattr(args, flag) is not None:
             opts[flag] = getattr(args, flag)
     if args.header:
@@ -62,6 +71,11 @@ def parse_header(text: str) -> tuple[str, str]:
 def listeners_for(args: argparse.Namespace) -> tuple[list[Listener], RichProgress | None]:
     if args.json:
         return [JsonLines()], None
+    listeners, bar = people_listeners(args)
+    return ([*listeners, Lister()] if args.verbose else listeners), bar
+
+
+def people_listeners(args: argparse.Namespace) -> tuple[list[Listener], RichProgress | None]:
     if args.quiet:
         return [Notices()], None
     if sys.stderr.isatty():
@@ -74,7 +88,7 @@ def listeners_for(args: argparse.Namespace) -> tuple[list[Listener], RichProgres
 
 def main(args: argparse.Namespace) -> int:
     if len(args.paths) < 2:
-        raise UsageError("copy needs a source and a destination: onward copy SRC... DST")
+        raise UsageError("copy needs a source and a destination: onward copy SRC [SRC...] DST")
     *sources, dst = args.paths
     if (len(sources) > 1 or args.recursive) and "://" in dst:
         from ..core.upload import is_upload_url  # here: local copies need not import it
@@ -83,7 +97,11 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{target_name(dst)}: an upload sends one file (several files or -r go to a directory)"
             )
-    if args.recursive or args.delete or args.dereference:
+    if args.dry_run:
+        from .dryrun import main as dry_run
+
+        return dry_run(args, sources, dst, options_from(args))
+    if args.recursive or args.delete or args.dereference or args.compare_content or args.rules:
         from .copytree import main as copy_trees
 
         return copy_trees(args, sources, dst, options_from(args))

@@ -30,7 +30,7 @@ from ..events import (
     TreeStart,
 )
 from ..units import format_size
-from .render import PROGRESS_EVERY, ProgressLine, RichProgress, emit_json, report_error, rich_bar
+from .render import PROGRESS_EVERY, Lister, ProgressLine, RichProgress, emit_json, report_error, rich_bar
 
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL = 0, 1, 23
 
@@ -174,6 +174,11 @@ class TreeBar(Subscriber):
 def tree_listeners(args: argparse.Namespace) -> tuple[list[Listener], TreeBar | None]:
     if args.json:
         return [TreeJson()], None
+    listeners, bar = people_tree_listeners(args)
+    return ([*listeners, Lister()] if args.verbose else listeners), bar
+
+
+def people_tree_listeners(args: argparse.Namespace) -> tuple[list[Listener], TreeBar | None]:
     if args.quiet:
         return [TreeNotices()], None
     if sys.stderr.isatty():
@@ -189,7 +194,8 @@ def main(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str,
     from ..tree import copy_tree
 
     if not args.recursive:
-        flag = "--delete" if args.delete else "-L"
+        given = [("--delete", args.delete), ("-L", args.dereference), ("-c", args.compare_content)]
+        flag = next((name for name, on in given if on), "--exclude, --include or --filter")
         raise UsageError(f"{flag} applies to directory trees; add -r")
     if len(sources) > 1 and not os.path.isdir(dst):
         raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
@@ -207,7 +213,16 @@ def main(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str,
         try:
             if tree:
                 follow = args.dereference
-                copy_tree(src, dst, listeners=listeners, delete=args.delete, follow_symlinks=follow, **opts)
+                copy_tree(
+                    src,
+                    dst,
+                    listeners=listeners,
+                    delete=args.delete,
+                    follow_symlinks=follow,
+                    compare_content=args.compare_content,
+                    rules=args.rules,
+                    **opts,
+                )
             else:
                 from ..api import copy
 

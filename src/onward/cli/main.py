@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -42,28 +43,63 @@ class Formatter(argparse.HelpFormatter):
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2; with ``intermixed``, options may
     also come between positional arguments (``copy SRC --verify none DST``), as cp and rsync
-    take them."""
+    take them, and ``--`` ends the options: what follows it is operands, even ``-name``
+    (argparse's intermixed parsing would otherwise read it as an unknown option)."""
 
     intermixed = False
+    operands = "paths"  # with intermixed: the destination of the operands after "--"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", Formatter)
         super().__init__(*args, **kwargs)
         self._mixing = False
+        self.verb_parsers: dict[str, Parser] = {}  # the top-level parser's verbs, by name
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         if not self.intermixed or self._mixing:
             return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
+        rest: list[str] = []
+        if "--" in args:
+            cut = args.index("--")
+            args, rest = args[:cut], args[cut + 1 :]
         self._mixing = True  # parse_known_intermixed_args parses in two passes through this method
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            namespace, extra = self.parse_known_intermixed_args(args, namespace)
         finally:
             self._mixing = False
+        setattr(namespace, self.operands, [*getattr(namespace, self.operands), *rest])
+        return namespace, extra
 
     def error(self, message: str) -> NoReturn:
         # "onward:" like every other error line, whichever verb's parser found it.
         sys.stderr.write(f"onward: {message} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_USAGE)
+
+
+class RuleAction(argparse.Action):
+    """--exclude, --include, --exclude-from, --include-from and --filter, gathered into one
+    list of rules in the order given: with rsync's rules the first match decides."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, flag: Any = None
+    ) -> None:
+        from ..core.filters import compile_rule, parse_rule, read_rules
+
+        rules = [*getattr(namespace, self.dest, [])]
+        try:
+            if self.const in ("-", "+"):
+                rules.append(compile_rule(self.const == "+", value))
+            elif self.const == "rule":
+                rules.append(parse_rule(value))
+            else:
+                with open(value, encoding="utf-8", errors="surrogateescape") as lines:
+                    rules += read_rules(lines, include=self.const == "+from")
+        except ValueError as exc:
+            parser.error(f"{flag}: {exc}")
+        except OSError as exc:
+            parser.error(f"{flag}: {value}: {exc.strerror}")
+        setattr(namespace, self.dest, rules)
 
 
 def build_parser(only: str | None = None) -> Parser:
@@ -81,6 +117,7 @@ def build_parser(only: str | None = None) -> Parser:
     for name, add in VERBS.items():
         if only is None or only == name:
             add(verbs)
+    parser.verb_parsers = verbs.choices
     return parser
 
 
@@ -93,13 +130,36 @@ def add_copy(verbs: Any) -> None:
     )
     cp.intermixed = True
     cp.add_argument(
-        "paths", nargs="+", metavar="SRC... DST", help="source file(s) or URL(s), then the destination"
+        "paths", nargs="*", metavar="SRC [SRC...] DST", help="source file(s) or URL(s), then the destination"
     )
     cp.add_argument("--restart", action="store_true", help="discard any partial copy and start over")
+    cp.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="say what would be copied or deleted; write nothing",
+    )
     tree = cp.add_argument_group("directory trees (SRC makes DST/NAME_OF_SRC, SRC/ fills DST)")
     tree.add_argument("-r", "--recursive", action="store_true", help="copy directory trees, resumably")
     tree.add_argument("-L", "--dereference", action="store_true", help="with -r: copy what symlinks point to")
     tree.add_argument("--delete", action="store_true", help="with -r: remove what the source does not have")
+    for flags, kind, meta, says in (
+        (("--exclude",), "-", "PATTERN", "with -r: leave out what PATTERN matches (rsync's rules)"),
+        (("--include",), "+", "PATTERN", "with -r: do not leave out what PATTERN matches"),
+        (("--exclude-from",), "-from", "FILE", "with -r: --exclude each pattern in FILE, one a line"),
+        (("--include-from",), "+from", "FILE", "with -r: --include each pattern in FILE"),
+        (("-f", "--filter"), "rule", "RULE", "with -r: '- PATTERN' or '+ PATTERN'"),
+    ):
+        tree.add_argument(
+            *flags, action=RuleAction, const=kind, dest="rules", default=[], metavar=meta, help=says
+        )
+    tree.add_argument(
+        "-c",
+        "--checksum",
+        dest="compare_content",
+        action="store_true",
+        help="with -r: judge a file of the same size by its bytes, not by its time (as rsync -c)",
+    )
     cp.add_argument(
         "--verify",
         choices=("none", "fast", "full"),
@@ -124,7 +184,17 @@ def add_copy(verbs: Any) -> None:
         "--retries", metavar="N", type=int, help="retries of transient I/O and network errors (default 5)"
     )
     cp.add_argument(
-        "--checksum", metavar="ALG:HEX", help="the finished copy must have this sha256, sha512, sha1 or md5"
+        "--bwlimit",
+        metavar="RATE",
+        help="move at most RATE bytes a second, as rsync: a plain number is KiB/s, or 50M, 1G",
+    )
+    cp.add_argument(
+        "--limit-rate", metavar="RATE", help="the same, as curl: a plain number is bytes a second"
+    )
+    cp.add_argument(
+        "--expect-digest",
+        metavar="ALG:HEX",
+        help="the finished copy must have this sha256, sha512, sha1 or md5 digest",
     )
     web = cp.add_argument_group("downloads (SRC an http:// or https:// URL)")
     web.add_argument("--connections", metavar="N", type=int, help="parallel ranged requests (default 1)")
@@ -138,8 +208,14 @@ def add_copy(verbs: Any) -> None:
         default="",
         help="do not preserve these attributes: mode, timestamps or all (default: preserve both)",
     )
-    cp.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    cp.add_argument("-P", "--progress", action="store_true", help="show progress even when not on a terminal")
     cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    cp.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list each file on stdout when it is done",
+    )
     cp.add_argument("--json", action="store_true", help="print one JSON object per event on stdout")
 
 
@@ -176,14 +252,50 @@ VERBS: dict[str, Callable[[Any], None]] = {
 }
 
 
+DIGEST = re.compile(r"(sha256|sha512|sha1|md5):[0-9a-fA-F]+")
+
+
+def legacy_checksum(argv: list[str]) -> list[str]:
+    """``--checksum ALG:HEX`` as onward spelt ``--expect-digest`` before ``-c/--checksum`` took
+    rsync's meaning: rewritten, with a notice. A value is recognised by its form (``sha256:`` and
+    hex digits), so ``-c DIR/ DST`` keeps its operands."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            out += [arg, *args]
+            break
+        value = arg.partition("=")[2] if arg.startswith("--checksum=") else None
+        if arg == "--checksum":
+            following = next(args, None)
+            if following is not None and DIGEST.fullmatch(following):
+                value = following
+            else:
+                out += [arg] if following is None else [arg, following]
+                continue
+        if value is None:
+            out.append(arg)
+            continue
+        sys.stderr.write(
+            "onward: --checksum ALG:HEX is now --expect-digest ALG:HEX (-c/--checksum compares trees "
+            "by content, as rsync -c); taken as --expect-digest this time\n"
+        )
+        out += ["--expect-digest", value]
+    return out
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "copy":
+        argv = legacy_checksum(argv)
     parser = build_parser(argv[0] if argv and argv[0] in VERBS else None)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the verb's own parser, so the hint is "see 'onward copy --help'"
+        parser.verb_parsers.get(args.verb, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.verb is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -219,7 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_error(exc, json_mode=getattr(args, "json", False))
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("onward: interrupted; run the same command again to resume\n")
+        if args.verb == "serve":  # nothing to resume: uploads in flight are resumed by their clients
+            sys.stderr.write("onward: serve: stopped; unfinished uploads are kept for their clients\n")
+        else:
+            sys.stderr.write("onward: interrupted; run the same command again to resume\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_FAILED

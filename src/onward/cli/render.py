@@ -7,12 +7,24 @@ The JSON schema is documented in docs/CLI.md: every line is one object with an
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
 
 from ..errors import Interrupted, OnwardError
-from ..events import Checkpoint, CopyResult, Done, Event, Notice, Progress, Retry, Start, Subscriber
+from ..events import (
+    Checkpoint,
+    CopyResult,
+    Done,
+    Event,
+    FileDone,
+    Notice,
+    Progress,
+    Retry,
+    Start,
+    Subscriber,
+)
 from ..units import format_size
 
 PROGRESS_EVERY = 0.5  # seconds between progress lines off a terminal or in JSON
@@ -24,9 +36,20 @@ def event_fields(event: Event) -> dict[str, Any]:
 
 
 def emit_json(obj: dict[str, Any], stream: TextIO | None = None) -> None:
-    out = stream or sys.stdout
-    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    out.flush()
+    if stream is None:
+        emit_line(json.dumps(obj, ensure_ascii=False))
+        return
+    stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+def stdout_closed() -> None:
+    """The reader of stdout went away (``onward copy --json ... | head -1``). A copy is worth
+    more than its log: say so once on stderr, send the rest of the lines nowhere, and go on."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # also spares Python's own flush at exit the same error
+    os.close(devnull)
+    sys.stderr.write("onward: standard output was closed; its lines stop here, the copy goes on\n")
 
 
 def report_error(exc: OnwardError, *, json_mode: bool) -> None:
@@ -84,12 +107,34 @@ class Notices(Subscriber):
         sys.stderr.write(f"onward: {event.error}; retry {event.attempt} in {event.delay:.1f}s\n")
 
 
+class Lister(Subscriber):
+    """``-v``: one line on stdout per entry as it is finished, ``ACTION PATH`` (tree paths
+    relative to the roots, as rsync -v lists them); entries the run leaves as they are
+    (verified, unchanged) are not listed."""
+
+    def on_done(self, event: Done) -> None:
+        emit_line(f"copied {event.result.location or event.result.destination}")
+
+    def on_file(self, event: FileDone) -> None:
+        if event.action != "verified":
+            emit_line(f"{event.action} {event.path}")
+
+
+def emit_line(text: str) -> None:
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_closed()
+
+
 def summary(result: CopyResult) -> str:
     resumed = f", resumed at {format_size(result.resumed_from)}" if result.resumed_from else ""
     rate = result.copied / result.duration if result.duration > 0 else 0.0
+    at = f"; the upload is at {result.location}" if result.location else ""
     return (
         f"onward: {result.destination}: {format_size(result.size)} done, {format_size(result.copied)} "
-        f"copied in {result.duration:.1f}s ({format_size(rate)}/s){resumed}"
+        f"copied in {result.duration:.1f}s ({format_size(rate)}/s){resumed}{at}"
     )
 
 
@@ -143,10 +188,19 @@ def rich_bar(*fields: str) -> tuple[Any, Any]:
         BarColumn,
         DownloadColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """The rate in binary units, as the summary line gives it (rich's own column says MB/s)."""
+
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{format_size(speed)}/s" if speed else "?", style="progress.data.speed")
 
     console = Console(stderr=True)
     bar = Progress(
@@ -154,7 +208,7 @@ def rich_bar(*fields: str) -> tuple[Any, Any]:
         *(TextColumn(f"{{task.fields[{name}]}}") for name in fields),
         BarColumn(),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
+        RateColumn(),
         TimeRemainingColumn(),
         console=console,
     )

@@ -28,11 +28,19 @@ def line(item: Unfinished) -> str:
     return f"{item.percent or 0:5.1f}%  {size:>10}  {when}  {source} -> {destination}{files}"
 
 
-def main(args: argparse.Namespace) -> int:
-    items = find_unfinished(args.path)
-    if args.path == ".":  # the default: unfinished uploads too (kept in the state directory)
+def listed(path: str) -> list[Unfinished]:
+    """The unfinished copies at or below ``path``; with the default path (none given), the
+    unfinished uploads too, whose journals live in the state directory. ``status`` shows
+    them and ``clean`` offers them."""
+    items = find_unfinished(path)
+    if path == ".":
         seen = {os.path.realpath(i.journal) for i in items if i.journal}
         items += [u for u in find_uploads() if u.journal and os.path.realpath(u.journal) not in seen]
+    return items
+
+
+def main(args: argparse.Namespace) -> int:
+    items = listed(args.path)
     if args.json:
         for item in items:
             emit_json(as_json(item))

@@ -30,7 +30,7 @@ __all__ = [
     "strong_etag",
 ]
 
-# Names --checksum accepts -> hashlib names.
+# Names --expect-digest accepts -> hashlib names.
 ALGORITHMS = {"sha256": "sha256", "sha512": "sha512", "sha1": "sha1", "md5": "md5"}
 DIGEST_SIZES = {"sha256": 32, "sha512": 64, "sha1": 20, "md5": 16}
 # Repr-Digest (RFC 9530) and legacy Digest (RFC 3230) algorithm tokens, strongest first.
@@ -199,7 +199,7 @@ class Expected(NamedTuple):
 
     algorithm: str  # hashlib name
     digest: bytes
-    origin: str  # "--checksum", "Repr-Digest" or "Digest"
+    origin: str  # "--expect-digest", "Repr-Digest" or "Digest"
 
     @property
     def hex(self) -> str:
@@ -218,7 +218,7 @@ def parse_checksum(spec: str) -> Expected:
         raise ValueError(f"{hexdigest!r} is not a hexadecimal digest") from None
     if len(digest) != DIGEST_SIZES[alg]:
         raise ValueError(f"a {alg} digest has {2 * DIGEST_SIZES[alg]} hex digits, not {len(hexdigest)}")
-    return Expected(ALGORITHMS[alg], digest, "--checksum")
+    return Expected(ALGORITHMS[alg], digest, "--expect-digest")
 
 
 def _b64(value: str) -> bytes | None:

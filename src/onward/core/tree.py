@@ -148,6 +148,7 @@ class TreePlan:
     """What one run of a tree copy must do, in the order ``tree.TreeCopy`` does it."""
 
     __slots__ = (
+        "attrs",
         "bytes",
         "conflicts",
         "copies",
@@ -173,7 +174,8 @@ class TreePlan:
         self.removals: list[str] = []  # before anything is made: --delete, replacements
         self.deleted: list[str] = []  # the removals that are --delete extras
         self.copies: list[CopyFile] = []
-        self.verify: list[CopyFile] = []  # done files compared first (--verify full)
+        self.verify: list[CopyFile] = []  # done files compared first (--verify full, -c)
+        self.attrs: dict[str, tuple[int | None, tuple[int, int] | None]] = {}  # verify: if same
         self.symlinks: list[MakeSymlink] = []
         self.links: list[MakeLink] = []
         self.followers: dict[str, list[str]] = {}  # a file -> its hard links
@@ -246,13 +248,16 @@ def plan_tree(
     preserve_mode: bool = True,
     preserve_times: bool = True,
     verify_full: bool = False,
+    compare_content: bool = False,
     restart: bool = False,
 ) -> TreePlan:
     """What a run must do to make ``dest`` a copy of ``source``.
 
     ``small`` is the size up to which a file is copied in a batch without a file journal;
     ``source_root`` tells onward's own unfinished copies (whose journals name a source
-    under it) from other people's.
+    under it) from other people's. ``compare_content`` is rsync's ``-c``: a destination file of
+    the source's size is judged by its bytes (compared by the orchestrator), whatever its times
+    say; with ``verify_full`` even a file the quick check finds unchanged is compared.
     """
     plan = TreePlan()
     leaders = link_leaders(source.entries)
@@ -297,7 +302,12 @@ def plan_tree(
                     plan.links.append(MakeLink(path, leaders[path]))
                 continue
             same = not restart and _same_content(path, node, dst, done, preserve_times)
-            if same and not verify_full:
+            if compare_content and not restart and dst is not None and dst.size == node.size:
+                same = True  # by size only: the bytes decide (dst is a file: kinds were matched above)
+                plan.attrs[path] = dir_changes(
+                    node, dst.mode, dst.mtime_ns, preserve_mode=preserve_mode, preserve_times=preserve_times
+                )
+            if same and not (verify_full or compare_content):
                 unchanged_files += 1
                 unchanged_bytes += node.size
                 assert dst is not None
@@ -375,8 +385,8 @@ def _copy(
 def dir_changes(
     source: Node, mode: int, mtime_ns: int, *, preserve_mode: bool, preserve_times: bool
 ) -> tuple[int | None, tuple[int, int] | None]:
-    """The (mode, (atime, mtime)) to apply to a destination directory now at ``mode``, ``mtime_ns``
-    (None where nothing needs changing)."""
+    """The (mode, (atime, mtime)) to apply to a destination directory, or to a file kept because
+    its bytes are the source's, now at ``mode``, ``mtime_ns`` (None where nothing needs changing)."""
     want_mode = source.mode & PERMISSIONS if preserve_mode else None
     new_mode = want_mode if want_mode is not None and (mode & PERMISSIONS) != want_mode else None
     new_times = (source.atime_ns, source.mtime_ns) if preserve_times and mtime_ns != source.mtime_ns else None

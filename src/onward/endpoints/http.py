@@ -94,7 +94,7 @@ def retrying(
             if delay is None:
                 raise
             if on_retry is not None:
-                on_retry(attempt, delay, exc.message)
+                on_retry(attempt, delay, exc.reason)
             sleep(delay)
 
 

@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterator, Set
 from operator import attrgetter
 
+from ..core.filters import Filter
 from ..core.journal import DecodeError, decode
 from ..core.tree import Artefacts, DestTree, Kind, Node, SourceTree
 from ..core.treejournal import Stamp
@@ -25,7 +26,7 @@ from .local import JOURNAL_SUFFIX, PARTIAL_SUFFIX, partial_path
 __all__ = [
     "TREE_JOURNAL",
     "TreeLock",
-    "apply_dir",
+    "apply_attrs",
     "cause",
     "display",
     "make_dir",
@@ -88,7 +89,7 @@ def _special(mode: int) -> str:
 
 _KINDS = {stat.S_IFREG: Kind.FILE, stat.S_IFDIR: Kind.DIR, stat.S_IFLNK: Kind.SYMLINK}
 _FILE, _DIR = Kind.FILE, Kind.DIR  # an enum member looked up on its class costs ten times a global
-_S_IFMT, _S_IFREG, _S_IFLNK = 0o170000, stat.S_IFREG, stat.S_IFLNK
+_S_IFMT, _S_IFREG, _S_IFLNK, _S_IFDIR = 0o170000, stat.S_IFREG, stat.S_IFLNK, stat.S_IFDIR
 # Node and Stamp are NamedTuples: made straight from a tuple, without their Python-level
 # __new__, they cost half as much (made for every entry of both trees, twice 10,000 a run).
 _tuple = tuple.__new__
@@ -127,11 +128,14 @@ def _listing(path: str, *, ordered: bool) -> tuple[int, list[os.DirEntry[str]]]:
         raise
 
 
-def scan_source(root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozenset()) -> SourceTree:
+def scan_source(
+    root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozenset(), rules: Filter | None = None
+) -> SourceTree:
     """Every entry below ``root`` (itself followed if a symlink), parents before children.
     ``follow`` (``-L``) lists what symlinks point to; a directory that leads back to one of its
     own ancestors is a loop, and one in ``avoid`` (device, inode: the destination root) leads
-    into the copy itself: both are reported, not entered."""
+    into the copy itself: both are reported, not entered. Entries the ``rules`` exclude are
+    left out, and an excluded directory is not entered."""
     st = os.stat(root)
     tree = SourceTree(node_of(st), {})
     stack: list[tuple[str, str, tuple[tuple[int, int], ...]]] = [("", root, ((st.st_dev, st.st_ino),))]
@@ -144,7 +148,8 @@ def scan_source(root: str, *, follow: bool, avoid: Set[tuple[int, int]] = frozen
             tree.problems.append((rel, cause(exc, "cannot list directory")))
             continue
         try:
-            stack.extend(reversed(_list_source(tree, root, rel, path, (fd, items), ancestors, follow, avoid)))
+            found = _list_source(tree, root, rel, path, (fd, items), ancestors, (follow, avoid, rules))
+            stack.extend(reversed(found))
         finally:
             os.close(fd)
     return tree
@@ -157,11 +162,12 @@ def _list_source(
     path: str,
     listing: tuple[int, list[os.DirEntry[str]]],
     ancestors: tuple[tuple[int, int], ...],
-    follow: bool,
-    avoid: Set[tuple[int, int]],
+    how: tuple[bool, Set[tuple[int, int]], Filter | None],
 ) -> list[tuple[str, str, tuple[tuple[int, int], ...]]]:
-    """Add one source directory's entries to ``tree``; returns its subdirectories to descend."""
+    """Add one source directory's entries to ``tree``; returns its subdirectories to descend.
+    ``how``: follow symlinks, (device, inode) pairs not to enter, the rules (scan_source)."""
     fd, items = listing
+    follow, avoid, rules = how
     subdirs = []
     prefix = f"{rel}/" if rel else ""
     entries = tree.entries
@@ -184,6 +190,8 @@ def _list_source(
             else:
                 st = item.stat(follow_symlinks=False)
             fmt = st.st_mode & _S_IFMT
+            if rules is not None and rules.excludes(sub, fmt == _S_IFDIR):
+                continue
             if fmt == _S_IFREG:
                 entries[sub] = node_of(st)
                 continue
@@ -218,9 +226,10 @@ def _owner(journal: str) -> str | None:
         return None
 
 
-def scan_destination(root: str, source: SourceTree) -> DestTree:
+def scan_destination(root: str, source: SourceTree, rules: Filter | None = None) -> DestTree:
     """What the destination holds in the directories that mirror the source's, and onward's
-    working files there. Entries only in the destination are listed, not descended into."""
+    working files there. Entries only in the destination are listed, not descended into.
+    Entries the ``rules`` exclude are left out: neither compared nor removed (--delete)."""
     dest = DestTree(node_of(os.stat(root)), {})
     entries, found_entries = source.entries, dest.entries
     directories = [""] + [p for p, n in entries.items() if n.kind is _DIR]
@@ -235,14 +244,19 @@ def scan_destination(root: str, source: SourceTree) -> DestTree:
         except OSError:
             continue  # copying into it will fail with a clear message of its own
         try:
-            _list_destination(dest, source, rel, path, (fd, items))
+            _list_destination(dest, source, rel, path, (fd, items), rules)
         finally:
             os.close(fd)
     return dest
 
 
 def _list_destination(
-    dest: DestTree, source: SourceTree, rel: str, path: str, listing: tuple[int, list[os.DirEntry[str]]]
+    dest: DestTree,
+    source: SourceTree,
+    rel: str,
+    path: str,
+    listing: tuple[int, list[os.DirEntry[str]]],
+    rules: Filter | None,
 ) -> None:
     """Add one destination directory's entries and onward's working files there to ``dest``."""
     fd, items = listing
@@ -267,8 +281,12 @@ def _list_destination(
                 target = os.readlink(name, dir_fd=fd)
         except OSError:
             continue  # vanished meanwhile
+        if rules is not None and rules.excludes(sub, st.st_mode & _S_IFMT == _S_IFDIR):
+            continue
         found_entries[sub] = node_of(st, target)
     for base, files in working.items():
+        if rules is not None and rules.excludes(base, False):
+            continue
         partial, journal = None, None
         for item in files:  # a journal's .tmp alone counts for nothing: it is always rewritten
             if item.name.endswith(PARTIAL_SUFFIX):
@@ -351,7 +369,7 @@ def remove_working_files(destination: str) -> bool:
     return True
 
 
-def apply_dir(path: str, mode: int | None, times_ns: tuple[int, int] | None) -> None:
+def apply_attrs(path: str, mode: int | None, times_ns: tuple[int, int] | None) -> None:
     if mode is not None:
         os.chmod(path, mode)
     if times_ns is not None:

@@ -158,6 +158,7 @@ class UploadSink:
         self._metadata = dict(metadata)
         self._timeout = timeout
         self._retries = retries
+        self._in_engine_loop = False  # write(): the engine's retries are the only ones
         self._sleep = sleep
         self.on_retry = on_retry
         self.on_notice = on_notice
@@ -287,17 +288,25 @@ class UploadSink:
         self.abandon()
 
     def write(self, offset: int, data: memoryview) -> None:
-        size = self._planned_size()
-        self._ensure_upload(size)
-        if self._server_offset is None and self._head() is None:  # gone: a new upload, filled
+        """Append ``data`` at ``offset``, creating the upload or asking its offset first where
+        needed. Called inside the engine's retry loop: a transient failure of any of these
+        requests goes straight to it, so one ``--retries`` budget covers them all (retries
+        nested here made 5 x 6 attempts of a server that was down)."""
+        self._in_engine_loop = True
+        try:
+            size = self._planned_size()
             self._ensure_upload(size)
-        at = self._server_offset
-        assert at is not None
-        where = proto.place(offset, len(data), at)
-        if where.gap:
-            self._fill(at, offset)
-        if where.skip < len(data):
-            self._send(offset + where.skip, data[where.skip :])
+            if self._server_offset is None and self._head() is None:  # gone: a new upload, filled
+                self._ensure_upload(size)
+            at = self._server_offset
+            assert at is not None
+            where = proto.place(offset, len(data), at)
+            if where.gap:
+                self._fill(at, offset)
+            if where.skip < len(data):
+                self._send(offset + where.skip, data[where.skip :])
+        finally:
+            self._in_engine_loop = False
 
     def read_into(self, offset: int, buf: memoryview) -> int:
         raise DestinationError(f"{self.name}: an upload cannot be read back", self.name)
@@ -382,7 +391,10 @@ class UploadSink:
             return self.name
 
     def _with_retries(self, what: Callable[[], httpx.Response]) -> httpx.Response:
-        """A request that is not an append, retried with backoff (the engine retries appends)."""
+        """A request made outside ``write`` (before or after the engine's copy loop), retried
+        with backoff; inside ``write`` the engine retries."""
+        if self._in_engine_loop:
+            return what()
         return retrying(what, retries=self._retries, on_retry=self.on_retry, sleep=self._sleep)
 
     def _answer(self, response: httpx.Response, url: str, doing: str) -> str:
@@ -720,6 +732,11 @@ class UploadJournal:
 
     def close(self) -> None:
         self._close_appender()
+        if self._sink.upload_url is None:
+            # No upload was made (the server refused or was down before one existed): there is
+            # nothing to resume, so nothing is left for ``onward status`` to list at 0 %.
+            with contextlib.suppress(OnwardError):
+                self._journal.remove()
         self._journal.close()
         if self._lock >= 0:
             if not os.path.exists(self.name):  # finished: the lock file goes too, while we hold it
