@@ -9,7 +9,10 @@ request's Range, If-Range and Accept-Encoding, and optionally TLS.
 ``Misbehaving`` is a small threaded server written for the tests that gets
 HTTP wrong on purpose: it ignores Range, lies in Content-Range, drops the
 connection mid-body, answers 503 with Retry-After, sends no validators,
-stalls, or sends a hostile Content-Disposition, as its ``Behaviour`` says.
+stalls, sends a hostile Content-Disposition, serves two versions at once
+(ignoring If-Range), answers the probe with the whole file, redirects through
+a chain or to signed URLs that work once, or asks for credentials, as its
+``Behaviour`` says.
 
 Only the standard library is used (the benchmark imports this module too).
 Every wait here is bounded.
@@ -17,6 +20,7 @@ Every wait here is bounded.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.server
@@ -218,6 +222,12 @@ class Behaviour:
     digest: str | None = None  # legacy Digest header
     no_length: bool = False  # send the whole body without Content-Length (connection close)
     replace_at: dict[int, bytes] = field(default_factory=dict)  # data request n: a new file first
+    other: bytes | None = None  # every second request (all GETs) gets this version; If-Range ignored
+    weak: bool = False  # the ETag is weak (W/"..."): only Last-Modified can validate
+    probe_whole: bool = False  # the bytes=0-0 probe gets the whole file as a 206
+    user: str | None = None  # "name:password" basic auth every request must carry
+    # GET /hop/N/file.bin: N absolute same-origin redirects to /hop/0/file.bin, the file.
+    # GET /start/file.bin: a redirect to /signed/TOKEN/file.bin, a URL that works for one request.
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -241,8 +251,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not probe and data_number in behaviour.replace_at:
                 owner.set_data(behaviour.replace_at[data_number])
             data, etag = owner.data, owner.etag
-            owner.log.append({"n": number, "range": rng, "if_range": self.headers.get("If-Range")})
+            if behaviour.other is not None and number % 2 == 0:
+                data, etag = behaviour.other, etag_of(behaviour.other)
+            owner.log.append(
+                {"n": number, "range": rng, "if_range": self.headers.get("If-Range"), "path": self.path}
+            )
+            where = owner.route(self.path)
         b = behaviour
+        if b.user is not None and self.headers.get("Authorization") != basic(b.user):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="onward tests"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if where is not None:
+            self.send_response(403 if where == "" else 302)
+            if where:
+                self.send_header("Location", f"http://{HOST}:{self.server.server_address[1]}{where}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if b.status is not None:
             self.send_response(b.status)
             self.send_header("Content-Length", "0")
@@ -255,9 +283,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         start, end, status = 0, len(data) - 1, 200
+        modified = last_modified(etag)
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
         if_range = self.headers.get("If-Range")
-        if b.ranges and match and (if_range is None or (b.validators and if_range == etag)):
+        honoured = if_range is None or b.other is not None or (b.validators and if_range in (etag, modified))
+        if b.ranges and match and honoured:
             start = int(match.group(1))
             end = min(int(match.group(2)), len(data) - 1) if match.group(2) else len(data) - 1
             status = 206
@@ -270,6 +300,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body_start = start
         if status == 206 and b.lie_from is not None and not probe and data_number >= b.lie_from:
             body_start = 0  # sends other bytes than asked for, and says so in Content-Range
+        if probe and b.probe_whole and status == 206:
+            end = len(data) - 1
         body = data[body_start : body_start + (end - start + 1)]
         self.send_response(status)
         if status == 206:
@@ -277,8 +309,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if b.ranges:
             self.send_header("Accept-Ranges", "bytes")
         if b.validators:
-            self.send_header("ETag", etag)
-            self.send_header("Last-Modified", "Mon, 02 Mar 2026 10:00:00 GMT")
+            self.send_header("ETag", "W/" + etag if b.weak else etag)
+            self.send_header("Last-Modified", modified)
         for name, value in (
             ("Content-Disposition", b.disposition),
             ("Repr-Digest", b.repr_digest),
@@ -317,6 +349,16 @@ def etag_of(data: bytes) -> str:
     return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
 
 
+def last_modified(etag: str) -> str:
+    """A Last-Modified that differs between versions as their ETags do."""
+    seconds = 1_772_445_600 + int(etag.strip('"')[:6], 16)
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))
+
+
+def basic(user: str) -> str:
+    return "Basic " + base64.b64encode(user.encode()).decode()
+
+
 class Misbehaving:
     """The test server: ``data`` is the file; ``behaviour`` what it gets wrong; ``url`` where."""
 
@@ -338,6 +380,8 @@ class Misbehaving:
         self.data = data
         self.etag = ""
         self.set_data(data)
+        self.tokens = 0  # signed URLs handed out
+        self.used: set[str] = set()  # signed URLs requested once already
         self.server = self._Server((HOST, 0), _Handler)
         self.server.owner = self
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
@@ -350,9 +394,29 @@ class Misbehaving:
         self.data = data
         self.etag = etag_of(data)
 
+    def route(self, path: str) -> str | None:
+        """Where ``path`` redirects to ("": forbidden), or None when it is the file itself."""
+        hop = re.fullmatch(r"/hop/(\d+)/file\.bin", path)
+        if hop and int(hop.group(1)) > 0:
+            return f"/hop/{int(hop.group(1)) - 1}/file.bin"
+        if path == "/start/file.bin":
+            self.tokens += 1
+            return f"/signed/t{self.tokens}/file.bin?sig=once"
+        signed = re.fullmatch(r"/signed/(t\d+)/file\.bin\?sig=once", path)
+        if signed:
+            token = signed.group(1)
+            if token in self.used:
+                return ""
+            self.used.add(token)
+        return None
+
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.server.server_address[1]}/file.bin"
+        return self.url_for("/file.bin")
+
+    def url_for(self, path: str, userinfo: str = "") -> str:
+        at = f"{userinfo}@" if userinfo else ""
+        return f"http://{at}{HOST}:{self.server.server_address[1]}{path}"
 
     def __enter__(self) -> Misbehaving:
         self.thread.start()

@@ -87,7 +87,6 @@ def download(url: str, dst: str, opts: Options, listeners: Sequence[Listener] = 
         source.close()
         raise
     where[0] = target
-    source.on_notice = lambda message: emit(Notice(target, message))
     if note:
         emit(Notice(target, note))
     if source.streaming in STREAMING:
