@@ -302,7 +302,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body_start = 0  # sends other bytes than asked for, and says so in Content-Range
         if probe and b.probe_whole and status == 206:
             end = len(data) - 1
-        body = data[body_start : body_start + (end - start + 1)]
+        body = memoryview(data)[body_start : body_start + (end - start + 1)]
         self.send_response(status)
         if status == 206:
             self.send_header("Content-Range", f"bytes {body_start}-{body_start + len(body) - 1}/{len(data)}")
@@ -339,9 +339,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             owner.stop.wait(b.stall_for)
             self.close_connection = True
             return
-        view = memoryview(body)
-        for pos in range(0, len(view), 1 << 16):
-            self.wfile.write(view[pos : pos + (1 << 16)])
+        for pos in range(0, len(body), 1 << 16):
+            self.wfile.write(body[pos : pos + (1 << 16)])
 
 
 def etag_of(data: bytes) -> str:

@@ -27,6 +27,9 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         opts["checkpoint_seconds"] = args.checkpoint_seconds
     if args.retries is not None:
         opts["retries"] = args.retries
+    for flag in ("content_disposition", "allow_hidden"):
+        if getattr(args, flag, False):
+            opts[flag] = True
     for flag in ("checksum", "connections", "timeout"):
         if getattr(args, flag) is not None:
             opts[flag] = getattr(args, flag)

@@ -132,6 +132,15 @@ def add_copy(verbs: Any) -> None:
     web.add_argument(
         "-H", "--header", metavar="'NAME: VALUE'", action="append", default=[], help="add a request header"
     )
+    web.add_argument(
+        "--content-disposition",
+        action="store_true",
+        help="into a directory: name the file as the server's Content-Disposition suggests (a plain "
+        "name, never replacing a file already there)",
+    )
+    web.add_argument(
+        "--allow-hidden", action="store_true", help="with --content-disposition: accept a dot-file name"
+    )
     cp.add_argument(
         "--no-preserve",
         metavar="LIST",

@@ -229,6 +229,10 @@ class Probe:
         return self.etag or self.last_modified
 
 
+def _version(probe: Probe) -> tuple[int, str, str]:
+    return probe.size, probe.etag, probe.last_modified
+
+
 @dataclass
 class _Cursor:
     """An open response being read into chunks: bytes [pos, end) are still to come."""
@@ -283,6 +287,7 @@ class HttpSource:
         # fit (with the user's credentials when it is their origin); None: the user's URL again.
         self._data_url: httpx.URL | None = None
         self.why_changed: str | None = None  # what made identity() change without a new version
+        self._seen: set[tuple[int, str, str]] = set()  # versions adopted in this run
         # Streaming (no ranges, or no validator): one response at a time, from byte 0.
         self.streaming: str | None = None  # why, when streaming: no-ranges, no-validator, broken-ranges
         self._nonce = secrets.token_hex(4)
@@ -363,9 +368,10 @@ class HttpSource:
         elif not self.streaming:
             self.why_changed = None  # a new answer: a change now is the file's own
             probe = self._probe_with_retries()
-            if self._suspect and probe.ranges and self._same_version(probe):
-                # A range came back wrong, yet the file did not change: the server's ranges lie,
-                # or different requests reach different versions. One response is one version.
+            if self._suspect and probe.ranges and _version(probe) in self._seen:
+                # A range came back wrong, yet the file is one this run already had: the server's
+                # ranges lie, or requests reach two versions in turn (a deploy behind a balancer).
+                # One response holds one version: download it in one piece.
                 self._start_streaming("broken-ranges", f"{self._suspect}, so it is downloaded in one piece")
             self._adopt(probe)
         self._suspect = None
@@ -403,6 +409,7 @@ class HttpSource:
 
     def _adopt(self, probe: Probe) -> None:
         self._probe = probe
+        self._seen.add(_version(probe))
         self._follow(probe.url)
         if not self.streaming:
             if not probe.ranges:
