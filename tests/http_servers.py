@@ -224,10 +224,12 @@ class Behaviour:
     replace_at: dict[int, bytes] = field(default_factory=dict)  # data request n: a new file first
     other: bytes | None = None  # every second request (all GETs) gets this version; If-Range ignored
     weak: bool = False  # the ETag is weak (W/"..."): only Last-Modified can validate
+    bare_partials: bool = False  # 206 answers to data requests carry no ETag nor Last-Modified
     probe_whole: bool = False  # the bytes=0-0 probe gets the whole file as a 206
     user: str | None = None  # "name:password" basic auth every request must carry
     # GET /hop/N/file.bin: N absolute same-origin redirects to /hop/0/file.bin, the file.
     # GET /start/file.bin: a redirect to /signed/TOKEN/file.bin, a URL that works for one request.
+    away: str | None = None  # GET /away/file.bin: a redirect to this URL (another origin)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -254,7 +256,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if behaviour.other is not None and number % 2 == 0:
                 data, etag = behaviour.other, etag_of(behaviour.other)
             owner.log.append(
-                {"n": number, "range": rng, "if_range": self.headers.get("If-Range"), "path": self.path}
+                {
+                    "n": number,
+                    "range": rng,
+                    "if_range": self.headers.get("If-Range"),
+                    "path": self.path,
+                    "auth": self.headers.get("Authorization"),
+                }
             )
             where = owner.route(self.path)
         b = behaviour
@@ -267,7 +275,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if where is not None:
             self.send_response(403 if where == "" else 302)
             if where:
-                self.send_header("Location", f"http://{HOST}:{self.server.server_address[1]}{where}")
+                here = f"http://{HOST}:{self.server.server_address[1]}"
+                self.send_header("Location", where if "://" in where else here + where)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -308,7 +317,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {body_start}-{body_start + len(body) - 1}/{len(data)}")
         if b.ranges:
             self.send_header("Accept-Ranges", "bytes")
-        if b.validators:
+        if b.validators and not (b.bare_partials and status == 206 and not probe):
             self.send_header("ETag", "W/" + etag if b.weak else etag)
             self.send_header("Last-Modified", modified)
         for name, value in (
@@ -398,6 +407,8 @@ class Misbehaving:
         hop = re.fullmatch(r"/hop/(\d+)/file\.bin", path)
         if hop and int(hop.group(1)) > 0:
             return f"/hop/{int(hop.group(1)) - 1}/file.bin"
+        if path == "/away/file.bin" and self.behaviour.away is not None:
+            return self.behaviour.away
         if path == "/start/file.bin":
             self.tokens += 1
             return f"/signed/t{self.tokens}/file.bin?sig=once"

@@ -68,6 +68,17 @@ def test_two_versions_served_at_once_are_never_stitched(tmp_path: Path, connecti
     assert done(evs)["resumed_from"] == 0
 
 
+def test_partial_answers_without_a_validator_are_never_combined(tmp_path: Path) -> None:
+    """The probe's 206 has an ETag, the data 206s none: nothing proves they are one version,
+    so onward downloads the file in one piece instead."""
+    data = blob(2 * MiB, "bare")
+    with Misbehaving(data, Behaviour(bare_partials=True)) as server:
+        proc, evs = copy(server.url, tmp_path / "f", *CHUNKS)
+    assert proc.returncode == 0, proc.stderr
+    assert "(ETag missing, not" in notices(evs) and "downloaded in one piece" in notices(evs)
+    assert finished(tmp_path / "f", data)
+
+
 def test_a_version_change_mid_run_after_a_resume_restarts_and_resumed_from_is_zero(tmp_path: Path) -> None:
     old, new = blob(4 * MiB, "r-old"), blob(4 * MiB, "r-new")
     dst = tmp_path / "f"
@@ -190,6 +201,17 @@ def test_url_credentials_follow_an_absolute_redirect_to_the_same_origin(
     assert "s3cret" not in proc.stdout + proc.stderr
     data_requests = [e for e in log if e["range"] not in (None, "bytes=0-0")]
     assert data_requests and all(e["path"] == "/hop/0/file.bin" for e in data_requests)
+
+
+def test_url_credentials_never_follow_a_redirect_to_another_origin(tmp_path: Path) -> None:
+    data = blob(MiB, "away")
+    with Misbehaving(data, Behaviour(user="alice:s3cret")) as there:
+        with Misbehaving(b"", Behaviour(away=there.url)) as here:
+            proc, _ = copy(here.url_for("/away/file.bin", userinfo="alice:s3cret"), tmp_path / "f")
+        log = list(there.log)
+    error_line(proc, 1, "401")
+    assert log and all(e["auth"] is None for e in log)  # another port is another origin
+    assert not (tmp_path / "f").exists()
 
 
 def test_end_of_run_check_reuses_the_final_url(tmp_path: Path) -> None:

@@ -1,20 +1,30 @@
-"""HTTP(S) sources: ranged GETs guarded by ``If-Range``, so a download resumes and never stitches.
+"""HTTP(S) sources: ranged GETs guarded by validators, so a download resumes and never stitches.
 
 ``HttpSource.open(url)`` asks the server once (``GET`` with ``Range: bytes=0-0``,
-redirects followed) for the size, whether byte ranges work, and the validators
-of the final response: the strong ETag, else Last-Modified. Every later request
-for data carries ``Range`` and ``If-Range`` with that validator, so the server
-either sends exactly the bytes of the recorded version (206 with the matching
-``Content-Range``) or something onward refuses to append: a 200 (the file
-changed), a 416 (it got shorter), a ``Content-Range`` that does not match the
-request. Then ``read_into`` returns short, the engine asks ``identity()`` again,
-and the new answer (a new validator or size) makes it start over from zero.
+redirects followed; the answer's body is never read beyond that one byte) for
+the size, whether byte ranges work, and the validators of the final response:
+the strong ETag, else Last-Modified (a weak ETag never vouches for a range).
+Every later request for data carries ``Range`` and ``If-Range`` with that
+validator, and every answer is checked, whatever the server did with
+``If-Range``: only a 206 with exactly the ``Content-Range`` asked for *and* the
+recorded validator (RFC 9110 §15.3.7.3) is read. Anything else (a 200, a 416,
+other bytes, another version's ETag or Last-Modified) is a ``TransientError``
+with nothing written; the engine asks ``identity()`` again and starts over on a
+new version. When the answer is a version this run already had, the server is
+serving two at once (or its ranges lie): the download goes on in one piece.
 
 A server that ignores ranges, or sends no validator at all, cannot prove that
 two responses hold the same file. Such a download is "streamed": one response
 from byte 0, in order, on one connection. If it breaks, the identity changes
-(it carries a per-response generation) and the engine starts over rather than
-splice a second response onto the first; a later run starts over too.
+(it carries a per-response generation, and ``why_changed`` says why) and the
+engine starts over rather than splice a second response onto the first, within
+its retry budget; a later run starts over too.
+
+Data requests and the end-of-run check go to the final URL of the last answer
+that fit (no second walk down a redirect chain); the user's URL credentials go
+with them only when it is the user's origin (scheme, host, port). After any
+failure, and when the final URL answers 401, 403, 404 or 410 (a signed URL that
+expired), the next request starts again from the URL the user gave.
 
 Each engine worker thread (one per connection) reads its own contiguous run of
 chunks (``Readahead`` hands them out that way) through a single open-ended
@@ -73,6 +83,8 @@ READ_SIZE = 256 * 1024
 SCHEMES = ("http", "https")
 # Sent only to the origin the user named; dropped when a redirect leads elsewhere.
 ORIGIN_ONLY = ("authorization", "cookie")
+# Answers of a redirect target that may have expired (a signed URL): ask the user's URL again.
+EXPIRED = (401, 403, 404, 410)
 BROKEN_STREAM = "the connection broke, and without byte ranges and a validator a download cannot go on"
 
 OnRetry = Callable[[int, float, str], None]  # attempt, delay in seconds, message
@@ -227,6 +239,10 @@ class Probe:
     @property
     def validator(self) -> str:
         return self.etag or self.last_modified
+
+
+def _same_url(a: httpx.URL, b: httpx.URL) -> bool:
+    return a.copy_with(userinfo=b"") == b.copy_with(userinfo=b"")
 
 
 def _version(probe: Probe) -> tuple[int, str, str]:
@@ -398,14 +414,6 @@ class HttpSource:
         else:
             attrs = {"etag": probe.etag, "last_modified": probe.last_modified}
         return Identity("http", probe.size, attrs)
-
-    def _same_version(self, probe: Probe) -> bool:
-        old = self._probe
-        return old is not None and (old.size, old.etag, old.last_modified) == (
-            probe.size,
-            probe.etag,
-            probe.last_modified,
-        )
 
     def _adopt(self, probe: Probe) -> None:
         self._probe = probe
@@ -701,7 +709,7 @@ class HttpSource:
         status = response.status_code
         if status >= 400:
             self._data_url = None
-            if reuse is not None and status in (401, 403, 404, 410):
+            if reuse is not None and status in EXPIRED and not _same_url(reuse, httpx.URL(self._url)):
                 response.close()
                 return self._send_data(extra)
         elif status < 300:
