@@ -241,6 +241,18 @@ class Probe:
         return self.etag or self.last_modified
 
 
+def _origin_only(user: httpx.URL) -> Callable[[httpx.Request], None]:
+    """A hook that takes credentials off every request (each redirect hop included) that does not
+    go to the origin of the URL the user gave; httpx alone keeps them on an upgrade to https."""
+
+    def guard(request: httpx.Request) -> None:
+        if not _same_origin(user, request.url):
+            for name in ORIGIN_ONLY:
+                request.headers.pop(name, None)
+
+    return guard
+
+
 def _same_url(a: httpx.URL, b: httpx.URL) -> bool:
     return a.copy_with(userinfo=b"") == b.copy_with(userinfo=b"")
 
@@ -342,6 +354,7 @@ class HttpSource:
             limits=httpx.Limits(max_connections=connections + 2, max_keepalive_connections=connections + 2),
             trust_env=True,  # proxies from HTTP(S)_PROXY / NO_PROXY, CAs from SSL_CERT_FILE / SSL_CERT_DIR
             verify=verify,
+            event_hooks={"request": [_origin_only(parsed)]},
         )
         source = cls(
             url,
