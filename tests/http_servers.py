@@ -221,6 +221,7 @@ class Behaviour:
     repr_digest: str | None = None
     digest: str | None = None  # legacy Digest header
     no_length: bool = False  # send the whole body without Content-Length (connection close)
+    chunked: bool = False  # send the body with Transfer-Encoding: chunked (no Content-Length)
     replace_at: dict[int, bytes] = field(default_factory=dict)  # data request n: a new file first
     other: bytes | None = None  # every second request (all GETs) gets this version; If-Range ignored
     weak: bool = False  # the ETag is weak (W/"..."): only Last-Modified can validate
@@ -327,7 +328,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         ):
             if value is not None:
                 self.send_header(name, value)
-        if b.no_length:
+        if b.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        elif b.no_length:
             self.send_header("Connection", "close")
             self.close_connection = True
         else:
@@ -335,8 +338,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         cut = b.drop_at.get(data_number) if not probe else None
         stall = b.stall_at.get(data_number) if not probe else None
+        write = self._chunk if b.chunked else self.wfile.write
         if cut is not None:
-            self.wfile.write(body[:cut])
+            write(body[:cut])
             self.wfile.flush()
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -349,7 +353,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         for pos in range(0, len(body), 1 << 16):
-            self.wfile.write(body[pos : pos + (1 << 16)])
+            write(body[pos : pos + (1 << 16)])
+        if b.chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, data: memoryview) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
 
 
 def etag_of(data: bytes) -> str:

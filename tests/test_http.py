@@ -611,12 +611,6 @@ def test_server_digest_is_checked_before_promotion(tmp_path: Path, header: str, 
         assert not (tmp_path / "f").exists()
 
 
-def test_server_without_a_size_is_refused(tmp_path: Path) -> None:
-    with Misbehaving(b"y" * 5000, Behaviour(ranges=False, no_length=True)) as server:
-        proc = run("copy", server.url, tmp_path / "f")
-    error_line(proc, 1, server.url, "Content-Length")
-
-
 # -- bad input -------------------------------------------------------------------------------
 
 

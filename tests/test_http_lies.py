@@ -29,6 +29,7 @@ from test_http import (
     kill_midway,
     notices,
     of_kind,
+    run,
 )
 
 KiB = 1 << 10
@@ -36,14 +37,7 @@ CHUNKS = ("--chunk-size", "256K")
 
 
 def copy(url: str, dst: Path, *extra: str) -> tuple[Any, list[dict[str, Any]]]:
-    proc = subprocess.run(
-        [*ONWARD, "copy", "--json", *extra, url, str(dst)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ENV,
-    )
+    proc = run("copy", "--json", *extra, url, dst, timeout=120)
     return proc, events(proc.stdout) if proc.returncode == 0 else []
 
 
@@ -244,3 +238,89 @@ def test_retry_after_an_expired_signed_url_starts_from_the_users_url(
     assert 2 <= max(signed.count(p) for p in signed) <= 1 + int(connections)
     assert [e["path"] for e in log].count("/start/file.bin") >= 2  # then from the user's URL again
     assert of_kind(evs, "retry") == []  # handled within the request: no failure to report
+
+
+# -- 6. bodies without a length ------------------------------------------------------------------
+
+FRAMINGS = {"chunked": {"chunked": True}, "close-delimited": {"no_length": True}}
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_body_without_a_length_is_downloaded(tmp_path: Path, framing: str) -> None:
+    data = blob(3 * MiB + 5, framing)
+    with Misbehaving(data, Behaviour(ranges=False, **FRAMINGS[framing])) as server:
+        proc, evs = copy(server.url, tmp_path / "f", *CHUNKS)
+    assert proc.returncode == 0, proc.stderr
+    assert finished(tmp_path / "f", data)
+    assert of_kind(evs, "start")[0]["total"] is None  # no total to show: bytes and rate only
+    progress = of_kind(evs, "progress")
+    assert progress and all(e["total"] is None for e in progress)
+    assert done(evs)["size"] == len(data) and done(evs)["resumed_from"] == 0
+    assert "does not say how large the file is" in notices(evs)
+
+
+def test_text_progress_without_a_length_shows_bytes_and_rate(tmp_path: Path) -> None:
+    data = blob(MiB, "text")
+    with Misbehaving(data, Behaviour(ranges=False, chunked=True)) as server:
+        proc = run("copy", "--progress", server.url, tmp_path / "f")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.endswith("/s")]
+    assert lines and all(" of " not in line and "ETA" not in line for line in lines), proc.stderr
+    assert finished(tmp_path / "f", data)
+
+
+def test_chunked_body_that_breaks_starts_over_in_the_same_run(tmp_path: Path) -> None:
+    data = blob(2 * MiB, "chunked-drop")
+    with Misbehaving(data, Behaviour(ranges=False, chunked=True, drop_at={1: MiB + 7})) as server:
+        proc, evs = copy(server.url, tmp_path / "f", *CHUNKS)
+    assert proc.returncode == 0, proc.stderr
+    (retry,) = of_kind(evs, "retry")
+    assert "connection broke" in retry["error"]
+    assert "starting over from zero" in notices(evs)
+    assert done(evs)["resumed_from"] == 0 and finished(tmp_path / "f", data)
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_body_without_a_length_after_a_kill_starts_over_cleanly(tmp_path: Path, framing: str) -> None:
+    data, dst = blob(4 * MiB, f"kill-{framing}"), tmp_path / "f"
+    with Misbehaving(data, Behaviour(ranges=False, **FRAMINGS[framing])) as server:
+        kill_midway(server.url, dst)
+        proc, evs = copy(server.url, dst)
+    assert proc.returncode == 0, proc.stderr
+    assert "starting over from zero" in notices(evs)
+    assert of_kind(evs, "start")[0]["resumed_from"] == done(evs)["resumed_from"] == 0
+    assert finished(dst, data)
+
+
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_body_without_a_length_resumes_when_the_server_then_gives_ranges(
+    tmp_path: Path, framing: str
+) -> None:
+    """Killed while the server sent no length; the re-run meets the same version (same ETag) with
+    a size and byte ranges: it keeps the chunks it has and asks only for the rest."""
+    data, dst = blob(4 * MiB, f"later-{framing}"), tmp_path / "f"
+    with Misbehaving(data, Behaviour(ranges=False, **FRAMINGS[framing])) as server:
+        committed, _, _ = kill_midway(server.url, dst)
+        server.behaviour = Behaviour()  # fixed: Content-Length, ranges, the same ETag
+        proc, evs = copy(server.url, dst)
+        log = list(server.log)
+    assert proc.returncode == 0, proc.stderr
+    result = done(evs)
+    assert result["resumed_from"] >= committed > 0 and result["copied"] == len(data) - result["resumed_from"]
+    assert "the server now gives its size and ranges for the same version" in notices(evs)
+    assert finished(dst, data)
+    asked = [e["range"] for e in log if e["range"] not in (None, "bytes=0-0")]
+    assert asked == [f"bytes={result['resumed_from']}-{len(data) - 1}"]  # only the rest
+
+
+def test_body_without_a_length_of_another_version_is_not_resumed(tmp_path: Path) -> None:
+    old, new = blob(4 * MiB, "u-old"), blob(4 * MiB, "u-new")
+    dst = tmp_path / "f"
+    with Misbehaving(old, Behaviour(ranges=False, chunked=True)) as server:
+        kill_midway(server.url, dst)
+        server.behaviour = Behaviour()
+        server.replace(new)
+        proc, evs = copy(server.url, dst)
+    assert proc.returncode == 0, proc.stderr
+    assert "starting over from zero" in notices(evs)
+    assert done(evs)["resumed_from"] == 0 and finished(dst, new)

@@ -20,10 +20,12 @@ from .engine import Transfer
 from .errors import DestinationError, UsageError
 from .events import CopyResult, Event, Listener, Notice, Retry, dispatch
 from .options import Options
+from .unsized import UnsizedTransfer, adopt_unsized
 
 __all__ = ["download", "download_target"]
 
 STREAMING = {
+    "no-length": "the server does not say how large the file is (no Content-Length)",
     "no-ranges": "the server does not support byte ranges",
     "no-validator": "the server sends no ETag or Last-Modified, so a second request cannot be proven "
     "to return the same file",
@@ -123,6 +125,13 @@ def download(url: str, dst: str, opts: Options, listeners: Sequence[Listener] = 
         if opts.verify == "full":
             emit(Notice(target, "--verify full needs byte ranges to read the source again: using fast"))
             opts = opts._replace(verify="fast")
+    journal = LocalJournal(target)
+    if not opts.restart:
+        resumable = source.sized and not source.streaming
+        adopted = adopt_unsized(journal, source.name, source.described(), resumable)
+        if adopted:
+            emit(Notice(target, adopted))
     given: list[Expected] = [parse_checksum(opts.checksum)] if opts.checksum else []
     check = final_check(lambda: [*given, *source.digests], target)
-    return Transfer(source, sink, LocalJournal(target), opts, listeners, final_check=check).run()
+    kind = Transfer if source.sized else UnsizedTransfer
+    return kind(source, sink, journal, opts, listeners, final_check=check).run()

@@ -53,7 +53,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import httpx
@@ -83,6 +83,8 @@ READ_SIZE = 256 * 1024
 SCHEMES = ("http", "https")
 # Sent only to the origin the user named; dropped when a redirect leads elsewhere.
 ORIGIN_ONLY = ("authorization", "cookie")
+UNKNOWN = -1  # the size of a body the server sends without a length
+ENDLESS = 1 << 62  # where a cursor over such a body ends: when the server ends it
 # Answers of a redirect target that may have expired (a signed URL): ask the user's URL again.
 EXPIRED = (401, 403, 404, 410)
 BROKEN_STREAM = "the connection broke, and without byte ranges and a validator a download cannot go on"
@@ -228,7 +230,7 @@ def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
 class Probe:
     """What one answer of the server says about the file."""
 
-    size: int
+    size: int  # UNKNOWN: no Content-Length (chunked, or delimited by the connection's close)
     ranges: bool
     etag: str  # strong ETag or ""
     last_modified: str
@@ -418,22 +420,42 @@ class HttpSource:
         ns = int(when.timestamp()) * 1_000_000_000
         return Attributes(None, (ns, ns))
 
+    def described(self) -> Identity:
+        """The identity as the server last described it, without asking again."""
+        return self._identity()
+
     def _identity(self) -> Identity:
         probe = self._probe
         assert probe is not None
+        if self.sized is False:  # the response's validators, for a later run that gets ranges
+            attrs: dict[str, int | str] = {"etag": probe.etag, "last_modified": probe.last_modified}
+            attrs.update(length="unknown", response=f"{self._nonce}.{self._generation}")
+            return Identity("http", 0, attrs)  # the size is what the transfer receives
         if self.streaming:  # one response is the whole truth; nothing ties it to another one
-            attrs: dict[str, int | str] = {"etag": "", "last_modified": ""}
-            attrs["response"] = f"{self._nonce}.{self._generation}"
+            attrs = {"etag": "", "last_modified": "", "response": f"{self._nonce}.{self._generation}"}
         else:
             attrs = {"etag": probe.etag, "last_modified": probe.last_modified}
         return Identity("http", probe.size, attrs)
 
+    @property
+    def sized(self) -> bool:
+        """Whether the server said how large the file is (else the body ends when it ends)."""
+        return self._probe is None or self._probe.size != UNKNOWN
+
     def _adopt(self, probe: Probe) -> None:
+        if probe.size == UNKNOWN and self._probe is not None and self.sized:
+            raise SourceError(
+                f"{self.name}: the server no longer says how large the file is; re-run to download it "
+                "without a length",
+                self.name,
+            )
         self._probe = probe
         self._seen.add(_version(probe))
         self._follow(probe.url)
         if not self.streaming:
-            if not probe.ranges:
+            if probe.size == UNKNOWN:
+                self._start_streaming("no-length")
+            elif not probe.ranges:
                 self._start_streaming("no-ranges")
             elif not probe.validator:
                 self._start_streaming("no-validator")
@@ -475,14 +497,10 @@ class HttpSource:
                 if probe is not None:
                     return probe
         user = httpx.URL(self._url)
-        return self._ask(user, ranged=True) or self._ask(user, ranged=False) or self._no_size()
+        return self._ask(user, ranged=True) or self._ask(user, ranged=False) or self._no_answer()
 
-    def _no_size(self) -> Probe:
-        raise SourceError(
-            f"{self.name}: the server does not say how large the file is (no Content-Length), "
-            "so it cannot be downloaded resumably",
-            self.name,
-        )
+    def _no_answer(self) -> Probe:
+        raise SourceError(f"{self.name}: the server's answers say nothing usable about the file", self.name)
 
     def _ask(self, url: httpx.URL, *, ranged: bool) -> Probe | None:
         """One probe: None when the answer cannot be used (ask again without a range). Its body
@@ -516,9 +534,7 @@ class HttpSource:
         if status != 200:
             return None
         length = response.headers.get("Content-Length", "")
-        if not length.isdigit():
-            return None
-        return self._found(response, int(length), ranges=False)
+        return self._found(response, int(length) if length.isdigit() else UNKNOWN, ranges=False)
 
     def _found(self, response: httpx.Response, size: int, *, ranges: bool) -> Probe:
         headers = response.headers
@@ -698,13 +714,26 @@ class HttpSource:
             response.close()
             raise
         length = response.headers.get("Content-Length", "")
-        now = self._found(response, int(length) if length.isdigit() else -1, ranges=probe.ranges)
+        now = self._found(response, int(length) if length.isdigit() else UNKNOWN, ranges=probe.ranges)
+        if not self.sized:
+            return self._open_unsized(response, now)
         if response.status_code == 200 and now.size >= 0:
             self._probe = now  # its validators and digests describe the bytes that follow
         if response.status_code != 200 or now.size != probe.size:
             response.close()  # not the planned size: the next identity() says what it is now
             return None
         return self._cursor(response, 0, probe.size, threading.current_thread())
+
+    def _open_unsized(self, response: httpx.Response, now: Probe) -> _Cursor:
+        """A body read until it ends, if it is the version the identity names (else, with the
+        new version adopted, ``TransientError``: the engine starts over with it)."""
+        problem = self._other_version(response.headers) if response.status_code == 200 else "no 200"
+        if problem is not None:
+            response.close()
+            self._probe = replace(now, size=UNKNOWN)
+            self._restart(None)
+            raise TransientError(f"{self.name}: {problem}; nothing of that answer was written", self.name)
+        return self._cursor(response, 0, ENDLESS, threading.current_thread())
 
     def _send_data(self, extra: dict[str, str]) -> httpx.Response:
         """A data request where the last good answer came from; when that URL fails (a signed
@@ -817,6 +846,9 @@ class HttpSource:
                 f"{self.name}: the connection broke ({exc.strerror or exc}); re-run to resume", self.name
             ) from None
         cursor.pos += got
+        if got < want and cursor.end == ENDLESS:  # a body without a length: this is its end
+            self._drop(cursor)
+            return got
         if got < want:
             self._broke(cursor)
             raise TransientError(
