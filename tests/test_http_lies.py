@@ -62,6 +62,16 @@ def test_two_versions_served_at_once_are_never_stitched(tmp_path: Path, connecti
     assert done(evs)["resumed_from"] == 0
 
 
+def test_a_file_that_never_stops_changing_fails_clearly_after_the_retry_budget(tmp_path: Path) -> None:
+    versions = {n: blob(MiB, f"n{n}") for n in range(1, 20)}  # every data request: a new version
+    with Misbehaving(blob(MiB, "n0"), Behaviour(replace_at=versions)) as server:
+        proc, _ = copy(server.url, tmp_path / "f", "--retries", "2")
+        data_requests = server.data_count
+    error_line(proc, 1, server.url, "another version of the file", "re-run to resume")
+    assert data_requests == 3  # the first attempt and two retries, each started over
+    assert not (tmp_path / "f").exists()
+
+
 def test_partial_answers_without_a_validator_are_never_combined(tmp_path: Path) -> None:
     """The probe's 206 has an ETag, the data 206s none: nothing proves they are one version,
     so onward downloads the file in one piece instead."""

@@ -668,7 +668,12 @@ class HttpSource:
             problem = f"the server answered {status} to a range request"
         response.close()
         self._suspect = problem
-        raise TransientError(f"{self.name}: {problem}; nothing of that answer was written", self.name)
+        raise self._refused(problem)
+
+    def _refused(self, problem: str) -> TransientError:
+        return TransientError(
+            f"{self.name}: {problem}; nothing of that answer was written, re-run to resume", self.name
+        )
 
     def _other_version(self, headers: httpx.Headers) -> str | None:
         """What says an answer holds another version than the recorded one, or None: a different
@@ -727,12 +732,13 @@ class HttpSource:
     def _open_unsized(self, response: httpx.Response, now: Probe) -> _Cursor:
         """A body read until it ends, if it is the version the identity names (else, with the
         new version adopted, ``TransientError``: the engine starts over with it)."""
-        problem = self._other_version(response.headers) if response.status_code == 200 else "no 200"
+        status = response.status_code
+        problem = self._other_version(response.headers) if status == 200 else f"the server answered {status}"
         if problem is not None:
             response.close()
             self._probe = replace(now, size=UNKNOWN)
             self._restart(None)
-            raise TransientError(f"{self.name}: {problem}; nothing of that answer was written", self.name)
+            raise self._refused(problem)
         return self._cursor(response, 0, ENDLESS, threading.current_thread())
 
     def _send_data(self, extra: dict[str, str]) -> httpx.Response:
