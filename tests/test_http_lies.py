@@ -10,6 +10,8 @@ bounded by the buffers, the retry budget honoured, ``resumed_from`` true.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -268,6 +270,23 @@ def test_body_without_a_length_is_downloaded(tmp_path: Path, framing: str) -> No
     assert progress and all(e["total"] is None for e in progress)
     assert done(evs)["size"] == len(data) and done(evs)["resumed_from"] == 0
     assert "does not say how large the file is" in notices(evs)
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["matching", "truncated"])
+def test_body_without_a_length_is_checked_against_the_servers_digest(tmp_path: Path, good: bool) -> None:
+    """The digest is the only statement of the whole body such a server can make: a body cut
+    short (a close-delimited one cannot say it was) never takes the final name."""
+    data = blob(MiB + 3, "u-digest")
+    signed = data if good else data + b"the rest that never came"
+    digest = "sha-256=:" + base64.b64encode(hashlib.sha256(signed).digest()).decode() + ":"
+    with Misbehaving(data, Behaviour(ranges=False, no_length=True, repr_digest=digest)) as server:
+        proc, _ = copy(server.url, tmp_path / "f")
+    if good:
+        assert proc.returncode == 0, proc.stderr
+        assert finished(tmp_path / "f", data)
+    else:
+        error_line(proc, 1, str(tmp_path / "f"), "Repr-Digest says", "nothing was promoted")
+        assert not (tmp_path / "f").exists()
 
 
 def test_text_progress_without_a_length_shows_bytes_and_rate(tmp_path: Path) -> None:

@@ -734,9 +734,9 @@ class HttpSource:
         new version adopted, ``TransientError``: the engine starts over with it)."""
         status = response.status_code
         problem = self._other_version(response.headers) if status == 200 else f"the server answered {status}"
+        self._probe = replace(now, size=UNKNOWN)  # its digests (and validators) are this body's
         if problem is not None:
             response.close()
-            self._probe = replace(now, size=UNKNOWN)
             self._restart(None)
             raise self._refused(problem)
         return self._cursor(response, 0, ENDLESS, threading.current_thread())
