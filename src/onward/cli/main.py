@@ -121,7 +121,11 @@ def add_copy(verbs: Any) -> None:
         help="checkpoint at least every S seconds (default 1)",
     )
     cp.add_argument(
-        "--retries", metavar="N", type=int, help="retries of transient I/O and network errors (default 5)"
+        "--retries",
+        metavar="N",
+        type=int,
+        help="retries of transient I/O and network errors, and of answers that do not fit the file "
+        "(default 5; counted again after progress)",
     )
     cp.add_argument(
         "--checksum", metavar="ALG:HEX", help="the finished copy must have this sha256, sha512, sha1 or md5"
