@@ -9,7 +9,10 @@ request's Range, If-Range and Accept-Encoding, and optionally TLS.
 ``Misbehaving`` is a small threaded server written for the tests that gets
 HTTP wrong on purpose: it ignores Range, lies in Content-Range, drops the
 connection mid-body, answers 503 with Retry-After, sends no validators,
-stalls, or sends a hostile Content-Disposition, as its ``Behaviour`` says.
+stalls, sends a hostile Content-Disposition, serves two versions at once
+(ignoring If-Range), answers the probe with the whole file, redirects through
+a chain or to signed URLs that work once, or asks for credentials, as its
+``Behaviour`` says.
 
 Only the standard library is used (the benchmark imports this module too).
 Every wait here is bounded.
@@ -17,6 +20,7 @@ Every wait here is bounded.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.server
@@ -217,7 +221,16 @@ class Behaviour:
     repr_digest: str | None = None
     digest: str | None = None  # legacy Digest header
     no_length: bool = False  # send the whole body without Content-Length (connection close)
+    chunked: bool = False  # send the body with Transfer-Encoding: chunked (no Content-Length)
     replace_at: dict[int, bytes] = field(default_factory=dict)  # data request n: a new file first
+    other: bytes | None = None  # every second request (all GETs) gets this version; If-Range ignored
+    weak: bool = False  # the ETag is weak (W/"..."): only Last-Modified can validate
+    bare_partials: bool = False  # 206 answers to data requests carry no ETag nor Last-Modified
+    probe_whole: bool = False  # the bytes=0-0 probe gets the whole file as a 206
+    user: str | None = None  # "name:password" basic auth every request must carry
+    # GET /hop/N/file.bin: N absolute same-origin redirects to /hop/0/file.bin, the file.
+    # GET /start/file.bin: a redirect to /signed/TOKEN/file.bin, a URL that works for one request.
+    away: str | None = None  # GET /away/file.bin: a redirect to this URL (another origin)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -241,8 +254,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not probe and data_number in behaviour.replace_at:
                 owner.set_data(behaviour.replace_at[data_number])
             data, etag = owner.data, owner.etag
-            owner.log.append({"n": number, "range": rng, "if_range": self.headers.get("If-Range")})
+            if behaviour.other is not None and number % 2 == 0:
+                data, etag = behaviour.other, etag_of(behaviour.other)
+            owner.log.append(
+                {
+                    "n": number,
+                    "range": rng,
+                    "if_range": self.headers.get("If-Range"),
+                    "path": self.path,
+                    "auth": self.headers.get("Authorization"),
+                }
+            )
+            where = owner.route(self.path)
         b = behaviour
+        if b.user is not None and self.headers.get("Authorization") != basic(b.user):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="onward tests"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if where is not None:
+            self.send_response(403 if where == "" else 302)
+            if where:
+                here = f"http://{HOST}:{self.server.server_address[1]}"
+                self.send_header("Location", where if "://" in where else here + where)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if b.status is not None:
             self.send_response(b.status)
             self.send_header("Content-Length", "0")
@@ -255,9 +293,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
         start, end, status = 0, len(data) - 1, 200
+        modified = last_modified(etag)
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
         if_range = self.headers.get("If-Range")
-        if b.ranges and match and (if_range is None or (b.validators and if_range == etag)):
+        honoured = if_range is None or b.other is not None or (b.validators and if_range in (etag, modified))
+        if b.ranges and match and honoured:
             start = int(match.group(1))
             end = min(int(match.group(2)), len(data) - 1) if match.group(2) else len(data) - 1
             status = 206
@@ -270,15 +310,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body_start = start
         if status == 206 and b.lie_from is not None and not probe and data_number >= b.lie_from:
             body_start = 0  # sends other bytes than asked for, and says so in Content-Range
-        body = data[body_start : body_start + (end - start + 1)]
+        if probe and b.probe_whole and status == 206:
+            end = len(data) - 1
+        body = memoryview(data)[body_start : body_start + (end - start + 1)]
         self.send_response(status)
         if status == 206:
             self.send_header("Content-Range", f"bytes {body_start}-{body_start + len(body) - 1}/{len(data)}")
         if b.ranges:
             self.send_header("Accept-Ranges", "bytes")
-        if b.validators:
-            self.send_header("ETag", etag)
-            self.send_header("Last-Modified", "Mon, 02 Mar 2026 10:00:00 GMT")
+        if b.validators and not (b.bare_partials and status == 206 and not probe):
+            self.send_header("ETag", "W/" + etag if b.weak else etag)
+            self.send_header("Last-Modified", modified)
         for name, value in (
             ("Content-Disposition", b.disposition),
             ("Repr-Digest", b.repr_digest),
@@ -286,7 +328,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         ):
             if value is not None:
                 self.send_header(name, value)
-        if b.no_length:
+        if b.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        elif b.no_length:
             self.send_header("Connection", "close")
             self.close_connection = True
         else:
@@ -294,8 +338,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         cut = b.drop_at.get(data_number) if not probe else None
         stall = b.stall_at.get(data_number) if not probe else None
+        write = self._chunk if b.chunked else self.wfile.write
         if cut is not None:
-            self.wfile.write(body[:cut])
+            write(body[:cut])
             self.wfile.flush()
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -307,14 +352,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             owner.stop.wait(b.stall_for)
             self.close_connection = True
             return
-        view = memoryview(body)
-        for pos in range(0, len(view), 1 << 16):
-            self.wfile.write(view[pos : pos + (1 << 16)])
+        for pos in range(0, len(body), 1 << 16):
+            write(body[pos : pos + (1 << 16)])
+        if b.chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, data: memoryview) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
 
 
 def etag_of(data: bytes) -> str:
     """The strong ETag ``Misbehaving`` sends for ``data``."""
     return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+
+
+def last_modified(etag: str) -> str:
+    """A Last-Modified that differs between versions as their ETags do."""
+    seconds = 1_772_445_600 + int(etag.strip('"')[:6], 16)
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(seconds))
+
+
+def basic(user: str) -> str:
+    return "Basic " + base64.b64encode(user.encode()).decode()
 
 
 class Misbehaving:
@@ -338,6 +398,8 @@ class Misbehaving:
         self.data = data
         self.etag = ""
         self.set_data(data)
+        self.tokens = 0  # signed URLs handed out
+        self.used: set[str] = set()  # signed URLs requested once already
         self.server = self._Server((HOST, 0), _Handler)
         self.server.owner = self
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
@@ -350,9 +412,31 @@ class Misbehaving:
         self.data = data
         self.etag = etag_of(data)
 
+    def route(self, path: str) -> str | None:
+        """Where ``path`` redirects to ("": forbidden), or None when it is the file itself."""
+        hop = re.fullmatch(r"/hop/(\d+)/file\.bin", path)
+        if hop and int(hop.group(1)) > 0:
+            return f"/hop/{int(hop.group(1)) - 1}/file.bin"
+        if path == "/away/file.bin" and self.behaviour.away is not None:
+            return self.behaviour.away
+        if path == "/start/file.bin":
+            self.tokens += 1
+            return f"/signed/t{self.tokens}/file.bin?sig=once"
+        signed = re.fullmatch(r"/signed/(t\d+)/file\.bin\?sig=once", path)
+        if signed:
+            token = signed.group(1)
+            if token in self.used:
+                return ""
+            self.used.add(token)
+        return None
+
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.server.server_address[1]}/file.bin"
+        return self.url_for("/file.bin")
+
+    def url_for(self, path: str, userinfo: str = "") -> str:
+        at = f"{userinfo}@" if userinfo else ""
+        return f"http://{at}{HOST}:{self.server.server_address[1]}{path}"
 
     def __enter__(self) -> Misbehaving:
         self.thread.start()

@@ -73,6 +73,7 @@ class Transfer:
         self.pending: list[ChunkRecord] = []  # written, not yet synced and journaled
         self.copied = 0
         self.resumed_from = 0  # bytes kept from earlier runs (journaled, or written and adopted)
+        self.earlier: frozenset[int] = frozenset()  # the chunks those bytes are in
         self._buffer: memoryview | None = None
 
     def jitter(self) -> float:
@@ -158,6 +159,7 @@ class Transfer:
     def copy_all(self) -> None:
         """The general loop: prepare or resume, copy, verify (in rounds), promote."""
         finished_earlier = self.prepare(self.source.identity())
+        self.earlier = frozenset(self.committed)
         self.resumed_from = self.durable
         self.announce()
         if finished_earlier:
@@ -398,15 +400,18 @@ class Transfer:
             # Re-checking a remote source's chunks would download them again: start over instead.
             self.committed = {}
             self.notice(f"{why}: starting over from zero")
-            self.rewrite()
-            return
-        kept = self.plan.rebase(self.committed)
-        bad = self.check(self.source.read_into, self.records(kept))
-        self.committed = without(kept, bad)
-        self.notice(
-            f"{why}: kept {len(self.committed)} of {len(kept)} committed chunk(s) that still match it"
-        )
+        else:
+            kept = self.plan.rebase(self.committed)
+            bad = self.check(self.source.read_into, self.records(kept))
+            self.committed = without(kept, bad)
+            self.notice(
+                f"{why}: kept {len(self.committed)} of {len(kept)} committed chunk(s) that still match it"
+            )
         self.rewrite()
+        # Only what is still kept of the earlier runs' chunks counts as resumed (the done event).
+        self.resumed_from = self.plan.committed_bytes(
+            {i: self.committed[i] for i in self.earlier & set(self.committed)}
+        )
 
     def rewrite(self) -> None:
         self.journal.create(encode_start(self.header_or_fail()) + encode_chunks(self.records(self.committed)))
@@ -435,7 +440,10 @@ class Transfer:
                 return
             except TransientError as exc:
                 self.checkpoint()  # keep the chunks fully written before the error (sync first)
-                attempt = 1 if self.durable > durable_at_failure else attempt + 1
+                # A remote source is asked again after a failure: a new version, or a response that
+                # cannot be continued (HTTP without ranges), starts over, and that is no progress.
+                restarted = not self.source.recheck_on_change and self.source_changed()
+                attempt = 1 if self.durable > durable_at_failure and not restarted else attempt + 1
                 durable_at_failure = self.durable
                 delay = backoff.delay(attempt, self.jitter(), exc.retry_after)
                 if delay is None:
@@ -513,7 +521,9 @@ class Transfer:
         current = self.source.identity()
         if matches(self.header_or_fail().identity, current):
             return False
-        self.rebase(current, "the source changed during the copy")
+        # A source may know better than "changed" (HTTP: a broken response that cannot go on).
+        why = getattr(self.source, "why_changed", None) or "the source changed during the copy"
+        self.rebase(current, why)
         return True
 
     def verify(self) -> bool:

@@ -44,7 +44,7 @@ class CopyResult(NamedTuple):
 class Start(NamedTuple):
     source: str
     destination: str
-    total: int
+    total: int | None  # None: a download whose server gives no length
     resumed_from: int
     chunk_size: int
 
@@ -56,7 +56,7 @@ class Start(NamedTuple):
 class Progress(NamedTuple):
     destination: str
     done: int  # bytes in the partial, resumed ones included
-    total: int
+    total: int | None  # None: a download whose server gives no length
     copied: int  # bytes moved by this run
 
     @property

@@ -41,6 +41,8 @@ class Options(NamedTuple):
     connections: int = 1  # parallel ranged requests
     timeout: float = 30.0  # seconds to connect, or to wait for the next bytes
     headers: Sequence[tuple[str, str]] = ()  # extra request headers
+    content_disposition: bool = False  # into a directory: the server's file name, if safe
+    allow_hidden: bool = False  # ... even a dot-file
 
     @classmethod
     def build(cls, **given: Any) -> Options:

@@ -92,7 +92,9 @@ def _describe(destination: str) -> Unfinished:
         plan, chunks = header.plan, loaded.chunks
         cut = plan.beyond(chunks, os.stat(partial).st_size)  # a partial cut short behind our back
         done = plan.committed_bytes(without(chunks, cut))
-    return found._replace(source=header.source, size=header.total_size, done=done)
+    # A download whose server gave no length: the header holds the size reached, not the total.
+    size = None if header.identity.attrs.get("length") == "unknown" else header.total_size
+    return found._replace(source=header.source, size=size, done=done)
 
 
 def find_uploads() -> list[Unfinished]:

@@ -36,6 +36,9 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         opts["retries"] = args.retries
     if args.expect_digest is not None:
         opts["checksum"] = args.expect_digest
+    for flag in ("content_disposition", "allow_hidden"):
+        if getattr(args, flag, False):
+            opts[flag] = True
     for flag in ("connections", "timeout"):
         if getattr(args, flag) is not None:
             opts[flag] = getattr(args, flag)

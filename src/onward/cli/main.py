@@ -181,7 +181,11 @@ def add_copy(verbs: Any) -> None:
         help="checkpoint at least every S seconds (default 1)",
     )
     cp.add_argument(
-        "--retries", metavar="N", type=int, help="retries of transient I/O and network errors (default 5)"
+        "--retries",
+        metavar="N",
+        type=int,
+        help="retries of transient I/O and network errors, and of answers that do not fit the file "
+        "(default 5; counted again after progress)",
     )
     cp.add_argument(
         "--bwlimit",
@@ -201,6 +205,15 @@ def add_copy(verbs: Any) -> None:
     web.add_argument("--timeout", metavar="S", type=float, help="seconds to connect or to wait for data (30)")
     web.add_argument(
         "-H", "--header", metavar="'NAME: VALUE'", action="append", default=[], help="add a request header"
+    )
+    web.add_argument(
+        "--content-disposition",
+        action="store_true",
+        help="into a directory: name the file as the server's Content-Disposition suggests (a plain "
+        "name, never replacing a file already there)",
+    )
+    web.add_argument(
+        "--allow-hidden", action="store_true", help="with --content-disposition: accept a dot-file name"
     )
     cp.add_argument(
         "--no-preserve",

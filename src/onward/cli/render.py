@@ -138,6 +138,11 @@ def summary(result: CopyResult) -> str:
     )
 
 
+def resumed_at(event: Start) -> str:
+    of = "" if event.total is None else f" of {format_size(event.total)}"
+    return f"resumed at {format_size(event.resumed_from)}{of}"
+
+
 class ProgressLine:
     """The text progress line (``X of Y (P%) R/s ETA Ss``) of a file or a tree copy, at most
     every ``PROGRESS_EVERY`` seconds and at the end."""
@@ -146,12 +151,14 @@ class ProgressLine:
         self.last = 0.0
         self.began = time.monotonic()
 
-    def __call__(self, done: int, total: int, copied: int) -> str | None:
+    def __call__(self, done: int, total: int | None, copied: int) -> str | None:
         now = time.monotonic()
         if now - self.last < PROGRESS_EVERY and done != total:
             return None
         self.last = now
         rate = copied / max(now - self.began, 1e-9)
+        if total is None:  # a body without a length: bytes and rate, nothing to count down
+            return f"{format_size(done)} {format_size(rate)}/s"
         eta = (total - done) / rate if rate else 0.0
         pct = 100 * done // total if total else 100
         return f"{format_size(done)} of {format_size(total)} ({pct}%) {format_size(rate)}/s ETA {eta:.0f}s"
@@ -166,10 +173,7 @@ class TextProgress(Subscriber):
     def on_start(self, event: Start) -> None:
         self.line.began = time.monotonic()
         if event.resumed_from:
-            sys.stderr.write(
-                f"onward: {event.destination}: resumed at {format_size(event.resumed_from)} "
-                f"of {format_size(event.total)}\n"
-            )
+            sys.stderr.write(f"onward: {event.destination}: {resumed_at(event)}\n")
 
     def on_progress(self, event: Progress) -> None:
         line = self.line(event.done, event.total, event.copied)
@@ -226,9 +230,10 @@ class RichProgress(Subscriber):
         name = event.destination.rsplit("/", 1)[-1]
         label = name
         if event.resumed_from:
-            label += f" (resumed at {format_size(event.resumed_from)} of {format_size(event.total)})"
+            label += f" ({resumed_at(event)})"
         self.bar.start()
-        self.task = self.bar.add_task(label, total=event.total or 1, completed=event.resumed_from)
+        total = None if event.total is None else event.total or 1  # None: rich shows no ETA
+        self.task = self.bar.add_task(label, total=total, completed=event.resumed_from)
 
     def on_progress(self, event: Progress) -> None:
         self.bar.update(self.task, completed=event.done)

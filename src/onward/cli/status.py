@@ -22,9 +22,11 @@ def line(item: Unfinished) -> str:
     destination = display(item.destination)
     if item.problem is not None:
         return f"   ?%  {'?':>10}  {when}  {destination}  ({display(item.problem)})"
-    size = format_size(item.size or 0)
     files = f"  ({item.files_done} of {item.files} files)" if item.files is not None else ""
     source = display(item.source or "?")
+    if item.size is None:  # a download whose server gives no length: what it has, of no known total
+        return f"   ?%  {format_size(item.done):>10}  {when}  {source} -> {destination}{files}"
+    size = format_size(item.size)
     return f"{item.percent or 0:5.1f}%  {size:>10}  {when}  {source} -> {destination}{files}"
 
 

@@ -1,20 +1,30 @@
-"""HTTP(S) sources: ranged GETs guarded by ``If-Range``, so a download resumes and never stitches.
+"""HTTP(S) sources: ranged GETs guarded by validators, so a download resumes and never stitches.
 
 ``HttpSource.open(url)`` asks the server once (``GET`` with ``Range: bytes=0-0``,
-redirects followed) for the size, whether byte ranges work, and the validators
-of the final response: the strong ETag, else Last-Modified. Every later request
-for data carries ``Range`` and ``If-Range`` with that validator, so the server
-either sends exactly the bytes of the recorded version (206 with the matching
-``Content-Range``) or something onward refuses to append: a 200 (the file
-changed), a 416 (it got shorter), a ``Content-Range`` that does not match the
-request. Then ``read_into`` returns short, the engine asks ``identity()`` again,
-and the new answer (a new validator or size) makes it start over from zero.
+redirects followed; the answer's body is never read beyond that one byte) for
+the size, whether byte ranges work, and the validators of the final response:
+the strong ETag, else Last-Modified (a weak ETag never vouches for a range).
+Every later request for data carries ``Range`` and ``If-Range`` with that
+validator, and every answer is checked, whatever the server did with
+``If-Range``: only a 206 with exactly the ``Content-Range`` asked for *and* the
+recorded validator (RFC 9110 §15.3.7.3) is read. Anything else (a 200, a 416,
+other bytes, another version's ETag or Last-Modified) is a ``TransientError``
+with nothing written; the engine asks ``identity()`` again and starts over on a
+new version. When the answer is a version this run already had, the server is
+serving two at once (or its ranges lie): the download goes on in one piece.
 
 A server that ignores ranges, or sends no validator at all, cannot prove that
 two responses hold the same file. Such a download is "streamed": one response
 from byte 0, in order, on one connection. If it breaks, the identity changes
-(it carries a per-response generation) and the engine starts over rather than
-splice a second response onto the first; a later run starts over too.
+(it carries a per-response generation, and ``why_changed`` says why) and the
+engine starts over rather than splice a second response onto the first, within
+its retry budget; a later run starts over too.
+
+Data requests and the end-of-run check go to the final URL of the last answer
+that fit (no second walk down a redirect chain); the user's URL credentials go
+with them only when it is the user's origin (scheme, host, port). After any
+failure, and when the final URL answers 401, 403, 404 or 410 (a signed URL that
+expired), the next request starts again from the URL the user gave.
 
 Each engine worker thread (one per connection) reads its own contiguous run of
 chunks (``Readahead`` hands them out that way) through a single open-ended
@@ -43,7 +53,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import httpx
@@ -73,6 +83,11 @@ READ_SIZE = 256 * 1024
 SCHEMES = ("http", "https")
 # Sent only to the origin the user named; dropped when a redirect leads elsewhere.
 ORIGIN_ONLY = ("authorization", "cookie")
+UNKNOWN = -1  # the size of a body the server sends without a length
+ENDLESS = 1 << 62  # where a cursor over such a body ends: when the server ends it
+# Answers of a redirect target that may have expired (a signed URL): ask the user's URL again.
+EXPIRED = (401, 403, 404, 410)
+BROKEN_STREAM = "the connection broke, and without byte ranges and a validator a download cannot go on"
 
 OnRetry = Callable[[int, float, str], None]  # attempt, delay in seconds, message
 T = TypeVar("T")
@@ -199,17 +214,23 @@ def _body_socket(response: httpx.Response) -> socket.socket | None:
     return sock
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme)
+
+
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port) or (
-        a.scheme == "http" and b.scheme == "https" and a.host == b.host and a.port in (None, 80)
-    )
+    """RFC 6454 origins: scheme, host and port all equal (an upgrade to https is another origin)."""
+    return _origin(a) == _origin(b)
 
 
 @dataclass(frozen=True)
 class Probe:
     """What one answer of the server says about the file."""
 
-    size: int
+    size: int  # UNKNOWN: no Content-Length (chunked, or delimited by the connection's close)
     ranges: bool
     etag: str  # strong ETag or ""
     last_modified: str
@@ -220,6 +241,26 @@ class Probe:
     @property
     def validator(self) -> str:
         return self.etag or self.last_modified
+
+
+def _origin_only(user: httpx.URL) -> Callable[[httpx.Request], None]:
+    """A hook that takes credentials off every request (each redirect hop included) that does not
+    go to the origin of the URL the user gave; httpx alone keeps them on an upgrade to https."""
+
+    def guard(request: httpx.Request) -> None:
+        if not _same_origin(user, request.url):
+            for name in ORIGIN_ONLY:
+                request.headers.pop(name, None)
+
+    return guard
+
+
+def _same_url(a: httpx.URL, b: httpx.URL) -> bool:
+    return a.copy_with(userinfo=b"") == b.copy_with(userinfo=b"")
+
+
+def _version(probe: Probe) -> tuple[int, str, str]:
+    return probe.size, probe.etag, probe.last_modified
 
 
 @dataclass
@@ -259,7 +300,6 @@ class HttpSource:
         self._url = url  # may hold credentials: never shown, never recorded
         self.name = _safe_name(url)
         self.on_retry = on_retry
-        self.on_notice: Callable[[str], None] | None = None  # what a person should be told
         self._client = client
         self._headers = list(headers)
         self._connections = connections
@@ -271,7 +311,13 @@ class HttpSource:
         self._probe: Probe | None = None
         self._data_headers: dict[str, str] = {}
         self._fresh = False  # identity() may answer from the probe open() just made
-        self._suspect = False  # a data request got an answer that does not fit the recorded file
+        # Why a data request got an answer that does not fit the recorded file (None: none did).
+        self._suspect: str | None = None
+        # Where data requests and the end-of-run check go: the final URL of the last answer that
+        # fit (with the user's credentials when it is their origin); None: the user's URL again.
+        self._data_url: httpx.URL | None = None
+        self.why_changed: str | None = None  # what made identity() change without a new version
+        self._seen: set[tuple[int, str, str]] = set()  # versions adopted in this run
         # Streaming (no ranges, or no validator): one response at a time, from byte 0.
         self.streaming: str | None = None  # why, when streaming: no-ranges, no-validator, broken-ranges
         self._nonce = secrets.token_hex(4)
@@ -310,6 +356,7 @@ class HttpSource:
             limits=httpx.Limits(max_connections=connections + 2, max_keepalive_connections=connections + 2),
             trust_env=True,  # proxies from HTTP(S)_PROXY / NO_PROXY, CAs from SSL_CERT_FILE / SSL_CERT_DIR
             verify=verify,
+            event_hooks={"request": [_origin_only(parsed)]},
         )
         source = cls(
             url,
@@ -350,17 +397,15 @@ class HttpSource:
         if self._fresh:
             self._fresh = False
         elif not self.streaming:
+            self.why_changed = None  # a new answer: a change now is the file's own
             probe = self._probe_with_retries()
-            if self._suspect and probe.ranges and self._same_version(probe):
-                # A range came back wrong, yet the file did not change: the server's ranges lie.
-                self._start_streaming("broken-ranges")
-                if self.on_notice is not None:
-                    self.on_notice(
-                        "the server answered a range request with other bytes than asked for: its "
-                        "byte ranges cannot be trusted, downloading in one piece"
-                    )
+            if self._suspect and probe.ranges and _version(probe) in self._seen:
+                # A range came back wrong, yet the file is one this run already had: the server's
+                # ranges lie, or requests reach two versions in turn (a deploy behind a balancer).
+                # One response holds one version: download it in one piece.
+                self._start_streaming("broken-ranges", f"{self._suspect}, so it is downloaded in one piece")
             self._adopt(probe)
-        self._suspect = False
+        self._suspect = None
         return self._identity()
 
     def attributes(self) -> Attributes:
@@ -375,65 +420,96 @@ class HttpSource:
         ns = int(when.timestamp()) * 1_000_000_000
         return Attributes(None, (ns, ns))
 
+    def described(self) -> Identity:
+        """The identity as the server last described it, without asking again."""
+        return self._identity()
+
     def _identity(self) -> Identity:
         probe = self._probe
         assert probe is not None
+        if self.sized is False:  # the response's validators, for a later run that gets ranges
+            attrs: dict[str, int | str] = {"etag": probe.etag, "last_modified": probe.last_modified}
+            attrs.update(length="unknown", response=f"{self._nonce}.{self._generation}")
+            return Identity("http", 0, attrs)  # the size is what the transfer receives
         if self.streaming:  # one response is the whole truth; nothing ties it to another one
-            attrs: dict[str, int | str] = {"etag": "", "last_modified": ""}
-            attrs["response"] = f"{self._nonce}.{self._generation}"
+            attrs = {"etag": "", "last_modified": "", "response": f"{self._nonce}.{self._generation}"}
         else:
             attrs = {"etag": probe.etag, "last_modified": probe.last_modified}
         return Identity("http", probe.size, attrs)
 
-    def _same_version(self, probe: Probe) -> bool:
-        old = self._probe
-        return old is not None and (old.size, old.etag, old.last_modified) == (
-            probe.size,
-            probe.etag,
-            probe.last_modified,
-        )
+    @property
+    def sized(self) -> bool:
+        """Whether the server said how large the file is (else the body ends when it ends)."""
+        return self._probe is None or self._probe.size != UNKNOWN
 
     def _adopt(self, probe: Probe) -> None:
+        if probe.size == UNKNOWN and self._probe is not None and self.sized:
+            raise SourceError(
+                f"{self.name}: the server no longer says how large the file is; re-run to download it "
+                "without a length",
+                self.name,
+            )
         self._probe = probe
-        headers = dict(self._headers)
-        if not _same_origin(httpx.URL(self._url), probe.url):
-            headers = {k: v for k, v in headers.items() if k.lower() not in ORIGIN_ONLY}
-        self._data_headers = headers
+        self._seen.add(_version(probe))
+        self._follow(probe.url)
         if not self.streaming:
-            if not probe.ranges:
+            if probe.size == UNKNOWN:
+                self._start_streaming("no-length")
+            elif not probe.ranges:
                 self._start_streaming("no-ranges")
             elif not probe.validator:
                 self._start_streaming("no-validator")
 
-    def _start_streaming(self, why: str) -> None:
+    def _follow(self, final: httpx.URL) -> None:
+        """Send the next data requests to ``final``, where the user's URL led: with the user's
+        credentials and origin-only headers only when it is the user's origin (RFC 6454)."""
+        user = httpx.URL(self._url)
+        headers = dict(self._headers)
+        if _same_origin(user, final):
+            if user.userinfo and not final.userinfo:
+                final = final.copy_with(userinfo=user.userinfo)
+        else:
+            headers = {k: v for k, v in headers.items() if k.lower() not in ORIGIN_ONLY}
+        self._data_url, self._data_headers = final, headers
+
+    def _start_streaming(self, why: str, because: str | None = None) -> None:
         self.streaming = why
+        self._restart(because)
+
+    def _restart(self, why: str | None) -> None:
+        """A new response generation: what was read from the old one cannot be continued."""
         self._generation += 1
         self._generation_used = False
+        self.why_changed = why
 
     # -- asking the server --------------------------------------------------------
 
     def _probe_with_retries(self) -> Probe:
-        return retrying(
-            lambda: self._ask(ranged=True) or self._ask(ranged=False) or self._no_size(),
-            retries=self._retries,
-            on_retry=self.on_retry,
-            sleep=self._sleep,
-        )
+        return retrying(self._probe_once, retries=self._retries, on_retry=self.on_retry, sleep=self._sleep)
 
-    def _no_size(self) -> Probe:
-        raise SourceError(
-            f"{self.name}: the server does not say how large the file is (no Content-Length), "
-            "so it cannot be downloaded resumably",
-            self.name,
-        )
+    def _probe_once(self) -> Probe:
+        """Ask where the last answer came from (not the whole redirect chain again) while that
+        still answers; else, and after any failure, from the URL the user gave."""
+        reuse, self._data_url = self._data_url, None
+        if reuse is not None:
+            with contextlib.suppress(SourceError):  # e.g. an expired signed URL: 403
+                probe = self._ask(reuse, ranged=True)
+                if probe is not None:
+                    return probe
+        user = httpx.URL(self._url)
+        return self._ask(user, ranged=True) or self._ask(user, ranged=False) or self._no_answer()
 
-    def _ask(self, *, ranged: bool) -> Probe | None:
-        """One probe: None when the answer cannot be used (ask again without a range)."""
-        headers = dict(self._headers)
+    def _no_answer(self) -> Probe:
+        raise SourceError(f"{self.name}: the server's answers say nothing usable about the file", self.name)
+
+    def _ask(self, url: httpx.URL, *, ranged: bool) -> Probe | None:
+        """One probe: None when the answer cannot be used (ask again without a range). Its body
+        is never read beyond the one byte asked for: the response is closed, not drained."""
+        headers = dict(self._headers if url == httpx.URL(self._url) else self._data_headers)
         if ranged:
             headers["Range"] = "bytes=0-0"
         try:
-            with self._client.stream("GET", self._url, headers=headers) as response:
+            with self._client.stream("GET", url, headers=headers) as response:
                 return self._describe(response, ranged)
         except httpx.HTTPError as exc:
             raise self._error(exc) from None
@@ -451,14 +527,14 @@ class HttpSource:
         if status == 206 and ranged:
             if content_range is None or content_range.start != 0 or content_range.total is None:
                 return None
-            response.read()  # the one byte: leaves the connection reusable
+            if content_range.end == 0 and response.headers.get("Content-Length") == "1":
+                response.read()  # the one byte asked for: leaves the connection reusable
+            # Else (a server that sends the whole file as the "range"): closed unread.
             return self._found(response, content_range.total, ranges=True)
         if status != 200:
             return None
         length = response.headers.get("Content-Length", "")
-        if not length.isdigit():
-            return None
-        return self._found(response, int(length), ranges=False)
+        return self._found(response, int(length) if length.isdigit() else UNKNOWN, ranges=False)
 
     def _found(self, response: httpx.Response, size: int, *, ranges: bool) -> Probe:
         headers = response.headers
@@ -551,36 +627,70 @@ class HttpSource:
             if cursor is not None:
                 self._drop(cursor)
             cursor = self._open_range(offset, me)
-            if cursor is None:
-                self._suspect = True
-                return 0
         return self._take(cursor, buf)
 
-    def _open_range(self, offset: int, me: threading.Thread) -> _Cursor | None:
+    def _open_range(self, offset: int, me: threading.Thread) -> _Cursor:
+        """A response holding bytes ``offset``.. of the recorded version, or ``TransientError``
+        (nothing of that answer is written): the engine then asks ``identity()`` whether the
+        file changed (start over) or the server cannot be trusted with ranges (one piece)."""
         probe = self._probe
         assert probe is not None
         # Open-ended: this thread's next reads follow on (a run of chunks each, see the docstring).
         last = probe.size - 1
-        headers = {**self._data_headers, "Range": f"bytes={offset}-{last}", "If-Range": probe.validator}
-        response = self._send(probe.url, headers)
-        if response.status_code == 206:
+        response = self._send_data({"Range": f"bytes={offset}-{last}", "If-Range": probe.validator})
+        status = response.status_code
+        problem: str | None
+        if status == 206:
             got = parse_content_range(response.headers.get("Content-Range"))
-            if got is not None and (got.start, got.end, got.total) == (offset, last, probe.size):
+            if got is None or (got.start, got.end, got.total) != (offset, last, probe.size):
+                problem = "the server answered a range request with other bytes than asked for"
+            else:  # RFC 9110 §15.3.7.3: parts combine only under the same strong validator
+                problem = self._other_version(response.headers)
+            if problem is None:
                 return self._register(self._cursor(response, offset, last + 1, me))
-        elif response.status_code == 200 and (offset, last) == (0, probe.size - 1):
+        elif status == 200 and offset == 0:
             # Asked for the whole file, some servers send a plain 200: fine if it is the same file.
             declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and self._same_version(self._found(response, int(declared), ranges=True)):
+            problem = self._other_version(response.headers)
+            if problem is None and declared != str(probe.size):
+                problem = f"the server now sends {declared or 'an unknown number of'} bytes, not {probe.size}"
+            if problem is None:
                 return self._register(self._cursor(response, 0, probe.size, me))
-        elif response.status_code not in (200, 416):
+        elif status == 200:
+            problem = "the server answered a range request with the whole file (changed, or ranges ignored)"
+        elif status == 416:
+            problem = "the server says the file no longer reaches that far (416)"
+        else:
             try:
                 self._raise_for_status(response)
             finally:
                 response.close()
-        # 200: If-Range failed (the file changed) or ranges are ignored; 416: the file got
-        # shorter; a Content-Range other than the one asked for: not these bytes, never appended.
+            problem = f"the server answered {status} to a range request"
         response.close()
-        return None
+        self._suspect = problem
+        raise self._refused(problem)
+
+    def _refused(self, problem: str) -> TransientError:
+        return TransientError(
+            f"{self.name}: {problem}; nothing of that answer was written, re-run to resume", self.name
+        )
+
+    def _other_version(self, headers: httpx.Headers) -> str | None:
+        """What says an answer holds another version than the recorded one, or None: a different
+        (or missing) strong ETag, else a different Last-Modified. A weak ETag never vouches."""
+        probe = self._probe
+        assert probe is not None
+        if probe.etag:
+            field, mine, theirs = "ETag", probe.etag, (headers.get("ETag") or "").strip()
+            same = strong_etag(theirs) == mine
+        else:
+            field, mine = "Last-Modified", probe.last_modified
+            theirs = (headers.get("Last-Modified") or "").strip()
+            same = theirs == mine
+        if same:
+            return None
+        theirs = theirs[:80] or "missing"
+        return f"the server answered with another version of the file ({field} {theirs}, not {mine})"
 
     def _read_stream(self, offset: int, buf: memoryview) -> int:
         cursor = self._stream
@@ -589,14 +699,12 @@ class HttpSource:
                 self._drop(cursor)
             if offset != 0 or self._generation_used:
                 # A second response cannot be proven to hold the same file: start over.
-                self._generation += 1
-                self._generation_used = False
+                self._restart(BROKEN_STREAM)
                 return 0
             self._generation_used = True
             cursor = self._open_whole()
             if cursor is None:
-                self._generation += 1
-                self._generation_used = False
+                self._restart(None)
                 return 0
             self._stream = cursor
         return self._take(cursor, buf)
@@ -604,20 +712,57 @@ class HttpSource:
     def _open_whole(self) -> _Cursor | None:
         probe = self._probe
         assert probe is not None
-        response = self._send(probe.url, dict(self._data_headers))
+        response = self._send_data({})
         try:
             self._raise_for_status(response)
         except OnwardError:
             response.close()
             raise
         length = response.headers.get("Content-Length", "")
-        now = self._found(response, int(length) if length.isdigit() else -1, ranges=probe.ranges)
+        now = self._found(response, int(length) if length.isdigit() else UNKNOWN, ranges=probe.ranges)
+        if not self.sized:
+            return self._open_unsized(response, now)
         if response.status_code == 200 and now.size >= 0:
             self._probe = now  # its validators and digests describe the bytes that follow
         if response.status_code != 200 or now.size != probe.size:
             response.close()  # not the planned size: the next identity() says what it is now
             return None
         return self._cursor(response, 0, probe.size, threading.current_thread())
+
+    def _open_unsized(self, response: httpx.Response, now: Probe) -> _Cursor:
+        """A body read until it ends, if it is the version the identity names (else, with the
+        new version adopted, ``TransientError``: the engine starts over with it)."""
+        status = response.status_code
+        problem = self._other_version(response.headers) if status == 200 else f"the server answered {status}"
+        self._probe = replace(now, size=UNKNOWN)  # its digests (and validators) are this body's
+        if problem is not None:
+            response.close()
+            self._restart(None)
+            raise self._refused(problem)
+        return self._cursor(response, 0, ENDLESS, threading.current_thread())
+
+    def _send_data(self, extra: dict[str, str]) -> httpx.Response:
+        """A data request where the last good answer came from; when that URL fails (a signed
+        URL that expired: 401, 403, 404, 410), and after any failure, from the user's URL."""
+        reuse = self._data_url
+        if reuse is None:
+            url, headers = httpx.URL(self._url), dict(self._headers)
+        else:
+            url, headers = reuse, self._data_headers
+        try:
+            response = self._send(url, {**headers, **extra})
+        except OnwardError:
+            self._data_url = None
+            raise
+        status = response.status_code
+        if status >= 400:
+            self._data_url = None
+            if reuse is not None and status in EXPIRED and not _same_url(reuse, httpx.URL(self._url)):
+                response.close()
+                return self._send_data(extra)
+        elif status < 300:
+            self._follow(response.url)
+        return response
 
     def _cursor(self, response: httpx.Response, start: int, end: int, me: threading.Thread) -> _Cursor:
         cursor = _Cursor(response, response.iter_raw(), start, end, me)
@@ -638,6 +783,7 @@ class HttpSource:
         return cursor
 
     def _send(self, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:
+        """One GET, redirects followed, its body left to be read."""
         try:
             return self._client.send(self._client.build_request("GET", url, headers=headers), stream=True)
         except httpx.HTTPError as exc:
@@ -662,6 +808,14 @@ class HttpSource:
             with self._lock:
                 self._cursors.pop(key, None)
 
+    def _broke(self, cursor: _Cursor) -> None:
+        """A response that broke: the retry asks from the user's URL again; a streamed one is
+        over (nothing proves that a second response holds the same file)."""
+        self._drop(cursor)
+        self._data_url = None
+        if self.streaming:
+            self._restart(BROKEN_STREAM)
+
     def _take(self, cursor: _Cursor, buf: memoryview) -> int:
         """Copy the next ``len(buf)`` bytes of ``cursor`` into ``buf``."""
         want, got = len(buf), 0
@@ -684,22 +838,25 @@ class HttpSource:
                 cursor.rest = piece[n:] if n < len(piece) else None
                 got += n
         except httpx.HTTPError as exc:
-            self._drop(cursor)
+            self._broke(cursor)
             raise self._error(exc) from None
         except TimeoutError:
-            self._drop(cursor)
+            self._broke(cursor)
             raise TransientError(
                 f"{self.name}: the server sent nothing for {self._timeout:g} s (--timeout); re-run to resume",
                 self.name,
             ) from None
         except OSError as exc:
-            self._drop(cursor)
+            self._broke(cursor)
             raise TransientError(
                 f"{self.name}: the connection broke ({exc.strerror or exc}); re-run to resume", self.name
             ) from None
         cursor.pos += got
-        if got < want:
+        if got < want and cursor.end == ENDLESS:  # a body without a length: this is its end
             self._drop(cursor)
+            return got
+        if got < want:
+            self._broke(cursor)
             raise TransientError(
                 f"{self.name}: the connection broke ({cursor.end - cursor.pos} bytes of the response "
                 "never came); re-run to resume",
