@@ -243,6 +243,7 @@ def test_a_resume_without_proof_reads_back_every_committed_chunk_and_repairs_the
     [done] = [e for e in events if isinstance(e, Done)]
     assert done.result.rechecked == 5 * CHUNK
 
+
 def test_full_verification_rereads_chunks_from_an_earlier_run() -> None:
     data, sink, events, _ = resumed_with_damage_in_chunk_0("full")
     assert sink.final == data
