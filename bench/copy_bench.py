@@ -1135,6 +1135,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of the per-round job order (1)")
     p.add_argument("--resume-at", type=float, default=0.9, help="interruption point, a fraction (0.9)")
     p.add_argument("--no-resume", action="store_true", help="skip the resume measurements")
+    p.add_argument(
+        "--resumes",
+        default="onward,onward-mid-write,onward-damaged,rsync,recipe",
+        help="comma-separated resume jobs to run, of those the chosen tools have (default: all)",
+    )
     p.add_argument("--startup-reps", type=int, default=40, help="repetitions of each start-up command (40)")
     p.add_argument(
         "--max-load",
@@ -1396,7 +1401,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.ablate:
                 tools += ablated_tools()
             tools += [variant_tool(onward, v) for v in args.onward_variant]
-            resumes = [] if args.no_resume else make_resumes(here, onward)
+            wanted = set(args.resumes.split(","))
+            resumes = [] if args.no_resume else [r for r in make_resumes(here, onward) if r.key in wanted]
             block = run_block(size, tools, resumes, args, timer, os.path.join(work, "data"), say)
             block.notes += skipped
             blocks.append(block)
