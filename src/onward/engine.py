@@ -401,8 +401,8 @@ class Transfer:
             self.committed, dirty = without(self.committed, bad), True
         if dirty:
             self.rewrite()
-        elif self.sealing and (why is not None or loaded.seal is None):
-            self.journal.note(self.sealed())  # checked now: a next resume need not read it again
+        elif self.sealing:
+            self.journal.note(self.sealed())  # as checked now: a next resume need not read it again
         if present is not None and self.adopts:
             self.adopt(present, skip=set(damaged + bad))
 
@@ -538,12 +538,12 @@ class Transfer:
         if not self.sealing:
             self.sink.write(index * self.plan.chunk_size, view)
             return
-        self.journal.note(encode_in_flight(index))
         try:
+            self.journal.note(encode_in_flight(index))
             self.sink.write(index * self.plan.chunk_size, view)
-        except OnwardError:
+        except BaseException:  # an error, or Ctrl-C: the write is over, whatever it did
             with contextlib.suppress(OnwardError):
-                self.journal.note(self.sealed())  # no longer in flight: it failed
+                self.journal.note(self.sealed())
             raise
         self.journal.note(self.sealed())
 

@@ -199,3 +199,41 @@ def cut_mid_copy(faultlib: Any, disk: Any, src: Path, dest: Any, at: int) -> Non
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=60)
+
+
+# --- Ctrl-C: a stop that seals --------------------------------------------------------------------
+
+
+def test_a_resume_after_ctrl_c_trusts_the_partial(tmp_path: Path, faultlib: Any) -> None:
+    """Ctrl-C ends the write in progress and seals it: the resume reads back no more than the
+    last 4 committed chunks and the chunks it adopts, however far the copy had got."""
+    data = faultlib.random_bytes(SIZE, "proven-trust-sigint")
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    dest = faultlib.make_dest(tmp_path / "dst")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen(
+        faultlib.copy_args(src, dest, FLAGS),
+        stdin=subprocess.DEVNULL,
+        stdout=write_end,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "r") as out:
+            for line in out:
+                if json.loads(line).get("committed", 0) >= 12 * CHUNK:
+                    proc.send_signal(signal.SIGINT)
+                    break
+            for _ in out:  # let it finish its salvage checkpoint
+                pass
+    finally:
+        if proc.poll() is None:
+            proc.wait(timeout=60)
+    assert proc.returncode == 130
+    kept = unclaimed_bytes(dest.partial, dest.journal)
+    run = resume_and_check(faultlib, src, data, dest, False, tmp_path)
+    notices = [e["message"] for e in run.events() if e["event"] == "notice"]
+    assert not any("read back its" in n for n in notices), notices
+    assert run.done()["rechecked"] <= RECHECK * CHUNK + kept
