@@ -253,7 +253,9 @@ def gnu_time() -> str | None:
     return GNU_TIME if "GNU" in out.stdout + out.stderr else None
 
 
-def run_child(argv: list[str], log: str, timer: str | None, env: dict[str, str] | None = None) -> Sample:
+def run_child(
+    argv: list[str], log: str, timer: str | None, env: dict[str, str] | None = None, out: str | None = None
+) -> Sample:
     """Run ``argv`` to completion: wall time, CPU from RUSAGE_CHILDREN deltas, peak RSS from wait4.
 
     Linux counts in a child's ru_maxrss the peak RSS of the address space it had
@@ -261,7 +263,8 @@ def run_child(argv: list[str], log: str, timer: str | None, env: dict[str, str] 
     this process's own peak (tens of MiB), which would hide the RSS of ``cp``.
     So when GNU time is available the command runs under it, and the peak RSS is
     the ru_maxrss that GNU time gets from wait4 of its own child (%M); otherwise
-    it is ru_maxrss from our os.wait4, and the report says it is floored.
+    it is ru_maxrss from our os.wait4, and the report says it is floored. ``out``: a file that
+    receives the child's stdout (else discarded).
     """
     rss_file = None
     if timer is not None:
@@ -270,11 +273,9 @@ def run_child(argv: list[str], log: str, timer: str | None, env: dict[str, str] 
         argv = [timer, "-f", "%M", "-o", rss_file, *argv]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy0, steal0 = cpu_seconds()
-    with open(log, "ab") as err:
+    with open(log, "ab") as err, open(out or os.devnull, "wb") as stdout:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env
-        )
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, env=env)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -530,20 +531,49 @@ class Resume:
     started_at: list[float] = field(default_factory=list)  # fraction present before the timed run
     durable: list[float] = field(default_factory=list)  # fraction the journal had committed (onward)
     skipped: int = 0  # trials in which the copy had written every byte before the kill landed
+    # onward only (issue 13): where the kill lands, whether the partial is damaged before the
+    # resume, the bytes of earlier runs the resume read back (its done event's "rechecked"), and
+    # how many kill attempts found a write in flight (SIGSTOP, look at the journal's last record).
+    in_flight: bool | None = None  # True: killed mid-write; False: between writes; None: any moment
+    damage: bool = False
+    read_back: list[int] = field(default_factory=list)
+    looks: list[tuple[int, int]] = field(default_factory=list)  # (attempts in flight, attempts)
 
 
 def make_resumes(keys: Sequence[str], onward: list[str]) -> list[Resume]:
     out = []
     if "onward" in keys:
-        out.append(
+        resume = [*onward, "copy", "--json", "{SRC}", "{DST}"]
+        out += [
             Resume(
                 "onward",
                 "onward",
-                [*onward, "copy", "{SRC}", "{DST}"],
+                resume,
                 "onward",
-                "SIGKILL when its partial reaches the fraction",
-            )
-        )
+                "SIGKILL when its partial reaches the fraction, no write in flight (at a sync or "
+                "between chunks: the partial is proven untouched)",
+                in_flight=False,
+            ),
+            Resume(
+                "onward-mid-write",
+                "onward, kill mid-write",
+                resume,
+                "onward",
+                "SIGKILL when its partial reaches the fraction, a chunk's write in flight (no proof: "
+                "every committed chunk is read back)",
+                in_flight=True,
+            ),
+            Resume(
+                "onward-damaged",
+                "onward, damaged",
+                resume,
+                "onward",
+                "as the first, then 16 bytes of chunk 0 of the partial overwritten (every committed "
+                "chunk is read back, the damaged one copied again)",
+                in_flight=False,
+                damage=True,
+            ),
+        ]
     if "rsync" in keys:
         out.append(
             Resume(
@@ -579,8 +609,35 @@ def durable_after_kill(onward: list[str], directory: str) -> int | None:
     return None
 
 
-def kill_at(argv: list[str], partial: str, target: int, log: str) -> int | None:
-    """Run ``argv``; SIGKILL it once ``partial`` holds ``target`` bytes. Size then, or None if it finished."""
+JOURNAL_SUFFIX = ".onward-journal"  # onward.endpoints.local.JOURNAL_SUFFIX
+KIND_IN_FLIGHT = 8  # onward.core.journal: a write to the partial has begun, no SEAL after it yet
+
+
+def last_record_kind(journal: str) -> int | None:
+    """The kind of the last whole record of an onward journal (docs/JOURNAL.md), or None."""
+    try:
+        with open(journal, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    pos, kind = 12, None  # after the preamble
+    while pos + 5 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "little")
+        if pos + 9 + length > len(data):
+            break
+        kind, pos = data[pos + 4], pos + 9 + length
+    return kind
+
+
+def kill_at(
+    argv: list[str], partial: str, target: int, log: str, in_flight: bool | None = None
+) -> tuple[int, int, int] | None:
+    """Run ``argv``; SIGKILL it once ``partial`` holds ``target`` bytes, and (``in_flight`` not
+    None) only while a write to it is (True) or is not (False) in flight: it is stopped, its
+    journal's last record looked at, and let go on for a moment when that is not the moment.
+    Returns (size then, attempts that found a write in flight, attempts), or None if it finished."""
+    journal = partial.removesuffix(PARTIAL_SUFFIX) + JOURNAL_SUFFIX
+    flying = attempts = 0
     with open(log, "ab") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         while proc.poll() is None:
@@ -589,26 +646,55 @@ def kill_at(argv: list[str], partial: str, target: int, log: str) -> int | None:
             except FileNotFoundError:
                 now = 0
             if now >= target:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return now
-            time.sleep(0.0005)
+                proc.send_signal(signal.SIGSTOP)
+                attempts += 1
+                now = os.stat(partial).st_size
+                writing = last_record_kind(journal) == KIND_IN_FLIGHT
+                flying += writing
+                if in_flight is None or writing == in_flight or attempts >= 20000:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return now, flying, attempts
+                proc.send_signal(signal.SIGCONT)
+            time.sleep(0.0005 if now < target else 0.0001)
+    return None
+
+
+def corrupt(path: str, offset: int, length: int) -> None:
+    """Overwrite ``length`` bytes at ``offset`` with their complement, as another program might."""
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        old = fh.read(length)
+        fh.seek(offset)
+        fh.write(bytes(b ^ 0xFF for b in old))
+
+
+def read_back_of(out: str) -> int | None:
+    """The ``rechecked`` bytes of the done event in a ``--json`` run's output."""
+    with open(out) as fh:
+        for line in fh:
+            if '"event": "done"' in line:
+                return int(json.loads(line).get("rechecked", 0))
     return None
 
 
 def prepare_resume(job: Resume, src: str, dst: str, size: int, fraction: float, log: str) -> bool:
     """Leave ``dst`` as an interruption at ``fraction`` would; False if that could not be done."""
     target = int(size * fraction)
-    if job.key == "onward":
+    if job.key.startswith("onward"):
         cmd = substitute(job.argv, src, dst)
-        killed = kill_at(cmd, dst + PARTIAL_SUFFIX, target, log)
-        if killed is None or killed >= size or not os.path.exists(dst + PARTIAL_SUFFIX):
+        stopped = kill_at(cmd, dst + PARTIAL_SUFFIX, target, log, job.in_flight)
+        if stopped is None or stopped[0] >= size or not os.path.exists(dst + PARTIAL_SUFFIX):
             job.skipped += 1
             return False
+        killed, flying, attempts = stopped
+        job.looks.append((flying, attempts))
         job.started_at.append(killed / size)
         done = durable_after_kill(cmd[: cmd.index("copy")], os.path.dirname(dst))
         if done is not None:
             job.durable.append(done / size)
+        if job.damage:
+            corrupt(dst + PARTIAL_SUFFIX, 1000, 16)
         return True
     write_prefix(src, dst, target)
     if job.key == "recipe":
@@ -706,7 +792,12 @@ def run_block(
                     continue
                 settle(args.drop_caches)
                 cmd = substitute(job.argv, src, dst)
-                sample = run_child(cmd, log, timer)
+                out = os.path.join(work, "resume.out") if job.key.startswith("onward") else None
+                sample = run_child(cmd, log, timer, out=out)
+                if out is not None:
+                    got = read_back_of(out)
+                    if got is not None:
+                        job.read_back.append(got)
                 what = f"{job.name} (resume)"
             if sample.rc != 0:
                 raise SystemExit(f"{what} failed with exit code {sample.rc}:\n{tail(log)}")
@@ -826,7 +917,8 @@ def resume_table(block: Block, fraction: float) -> str:
     w = max(len(f"resume at {fraction:.0%}"), *(len(r.name) for r in block.resumes))
     head = (
         f"{f'resume at {fraction:.0%}':<{w}} {'n':>2} {'wall s':>8} {'min-max s':>15} {'spread':>6} "
-        f"{'CPU s':>6} {'RSS MiB':>7} {'present':>7} {'durable':>7} {'/own full':>9} {'/onward full':>12}"
+        f"{'CPU s':>6} {'RSS MiB':>7} {'present':>7} {'durable':>7} {'/own full':>9} {'/onward full':>12} "
+        f"{'read back':>9}"
     )
     lines = [head, "-" * len(head)]
     for job in block.resumes:
@@ -841,11 +933,19 @@ def resume_table(block: Block, fraction: float) -> str:
         r = stats(job.samples)
         own = rows.get(job.own_full, {}).get("wall", float("nan"))
         durable = f"{med(job.durable):>7.1%}" if job.durable else f"{'':>7}"
+        read_back = fmt_size(med(job.read_back)) if job.read_back else "(all)" if job.key == "rsync" else ""
         lines.append(
             f"{job.name:<{w}} {r['runs']:>2.0f} {r['wall']:>8.3f} "
             f"{r['wall_min']:>7.3f}-{r['wall_max']:<7.3f} {spread(r):>6.0%} "
             f"{r['cpu']:>6.3f} {r['rss_max_mib']:>7.1f} {med(job.started_at):>7.1%} {durable} "
-            f"{ratio(r['wall'], own):>9.3f} {ratio(r['wall'], onward_full):>12.3f}"
+            f"{ratio(r['wall'], own):>9.3f} {ratio(r['wall'], onward_full):>12.3f} {read_back:>9}"
+        )
+    looks = [n for job in block.resumes for n in job.looks]
+    if looks:
+        flying, attempts = sum(f for f, _ in looks), sum(a for _, a in looks)
+        lines.append(
+            f"(a look at a stopped onward found a write in flight {flying} times in {attempts}: "
+            f"{ratio(flying, attempts):.0%} of random kill moments would land mid-write)"
         )
     return "\n".join(lines)
 
@@ -1035,6 +1135,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of the per-round job order (1)")
     p.add_argument("--resume-at", type=float, default=0.9, help="interruption point, a fraction (0.9)")
     p.add_argument("--no-resume", action="store_true", help="skip the resume measurements")
+    p.add_argument(
+        "--resumes",
+        default="onward,onward-mid-write,onward-damaged,rsync,recipe",
+        help="comma-separated resume jobs to run, of those the chosen tools have (default: all)",
+    )
     p.add_argument("--startup-reps", type=int, default=40, help="repetitions of each start-up command (40)")
     p.add_argument(
         "--max-load",
@@ -1208,6 +1313,8 @@ def block_json(b: Block) -> dict[str, Any]:
                 "present": r.started_at,
                 "durable": r.durable,
                 "skipped": r.skipped,
+                "read_back": r.read_back,
+                "kill_looks": r.looks,
                 "summary": stats(r.samples) if r.samples else None,
                 "samples": [asdict(s) for s in r.samples],
             }
@@ -1294,7 +1401,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.ablate:
                 tools += ablated_tools()
             tools += [variant_tool(onward, v) for v in args.onward_variant]
-            resumes = [] if args.no_resume else make_resumes(here, onward)
+            wanted = set(args.resumes.split(","))
+            resumes = [] if args.no_resume else [r for r in make_resumes(here, onward) if r.key in wanted]
             block = run_block(size, tools, resumes, args, timer, os.path.join(work, "data"), say)
             block.notes += skipped
             blocks.append(block)

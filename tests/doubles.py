@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onward.core.identity import Identity
-from onward.core.journal import Promote
+from onward.core.journal import Promote, Seal
 from onward.endpoints import Attributes
 from onward.errors import DurabilityError
 
@@ -64,15 +64,23 @@ class MemorySink:
     on_write: Callable[[int], None] = lambda offset: None
     promoted_with: tuple[int | None, tuple[int, int] | None] | None = None
     can_read_back: bool = True
+    changes: int = 0  # what a real partial's ctime is to a seal: moves with every change made
 
     def present(self) -> int | None:
         return None if self.partial is None else len(self.partial)
 
     def reset(self) -> None:
         self.partial = bytearray()
+        self.changes += 1
+
+    def seal(self) -> Seal | None:
+        if self.partial is None:
+            return None
+        return Seal(self.changes, len(self.partial), 42, 1, b"\1" * 16)
 
     def write(self, offset: int, data: memoryview) -> None:
         assert self.partial is not None
+        self.changes += 1
         self.on_write(offset)
         end = offset + len(data)
         if len(self.partial) < end:
@@ -89,6 +97,7 @@ class MemorySink:
     def truncate(self, size: int) -> None:
         assert self.partial is not None
         del self.partial[size:]
+        self.changes += 1
 
     def sync(self) -> None:
         if self.fail_sync:
@@ -131,6 +140,15 @@ class MemoryJournal:
         assert self.data is not None
         self.data += data
         self.log.append(("journal-append", data))
+
+    def note(self, data: bytes) -> None:
+        assert self.data is not None
+        self.data += data
+
+    def set_aside(self) -> str:
+        self.data = None
+        self.log.append(("journal-set-aside", None))
+        return self.name + ".bad"
 
     def remove(self) -> None:
         self.data = None

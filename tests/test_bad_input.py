@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from onward.core.journal import frames
 from partials import intact_unclaimed
 
 MiB = 1 << 20
@@ -228,6 +229,11 @@ def test_destination_directory_not_writable_at_promotion_keeps_the_finished_part
     dst.parent.chmod(0o555)
     try:
         proc = onward_cli("copy", src, dst, prefix=onward_no_dac_prefix)
+        # A kill that landed during a write makes this resume read the partial back first, and
+        # say so in a notice (docs/RELIABILITY.md): a notice, not a second error.
+        lines = proc.stderr.splitlines()
+        notices = [line for line in lines[:-1] if "read back its" in line and "all intact" in line]
+        proc.stderr = "\n".join(line for line in lines if line not in notices) + "\n"
         assert_one_error(proc, 1, str(dst), "Permission denied", "permissions")
         assert not dst.exists()
         assert partial_of(dst).read_bytes() == data
@@ -296,19 +302,14 @@ def test_disk_full_says_how_much_more_keeps_progress_and_resumes(
 # -- the journal -------------------------------------------------------------------------
 
 
-def test_garbled_journal_is_refused_then_restart_succeeds(tmp_path: Path, interrupted, onward_cli) -> None:
-    src, dst, data = interrupted
-    journal = journal_of(dst)
-    journal.write_bytes(os.urandom(journal.stat().st_size))
-    before = snapshot(tmp_path)
-    proc = onward_cli("copy", src, dst)
-    assert_one_error(proc, 1, str(journal), "--restart")
-    assert snapshot(tmp_path) == before
-
-    proc = onward_cli("copy", "--restart", src, dst)
-    assert proc.returncode == 0, proc.stderr
-    assert dst.read_bytes() == data
-    assert not journal.exists() and not partial_of(dst).exists()
+def intact_chunks(data: bytes, partial: Path) -> int:
+    """Bytes of the whole 64 KiB chunks ``partial`` holds equal to ``data``'s."""
+    held = partial.read_bytes()
+    return sum(
+        min(CHUNK, len(data) - at)
+        for at in range(0, len(data), CHUNK)
+        if at + min(CHUNK, len(data) - at) <= len(held) and held[at : at + CHUNK] == data[at : at + CHUNK]
+    )
 
 
 def header_end(journal: bytes) -> int:
@@ -316,18 +317,49 @@ def header_end(journal: bytes) -> int:
     return PREAMBLE + 5 + length + 4
 
 
-@pytest.mark.parametrize("cut", ["preamble", "header"])
-def test_journal_cut_before_its_header_ends_is_refused(
-    tmp_path: Path, interrupted, onward_cli, cut: str
+def garble(raw: bytes, how: str) -> bytes:
+    if how == "zeroed":
+        return bytes(len(raw))
+    if how == "random":
+        return os.urandom(len(raw))
+    if how == "3-bytes":
+        return raw[:3]
+    if how == "cut-in-preamble":
+        return raw[:6]
+    if how == "cut-in-header":
+        return raw[: header_end(raw) - 10]
+    assert how == "header-crc"
+    bad = bytearray(raw)
+    bad[header_end(raw) - 1] ^= 0xFF  # the header's CRC
+    return bytes(bad)
+
+
+@pytest.mark.parametrize(
+    "how", ["zeroed", "random", "3-bytes", "cut-in-preamble", "cut-in-header", "header-crc"]
+)
+def test_garbled_journal_is_set_aside_and_the_same_command_finishes(
+    interrupted, onward_cli, onward_events, how: str
 ) -> None:
-    src, dst, _ = interrupted
+    """A cron job never needs a human to type --restart because a sidecar was damaged: the
+    journal goes to NAME.bad with one notice, the partial's chunks that still equal the source
+    are kept, and the copy ends identical."""
+    src, dst, data = interrupted
     journal = journal_of(dst)
     raw = journal.read_bytes()
-    journal.write_bytes(raw[: 6 if cut == "preamble" else header_end(raw) - 10])
-    before = snapshot(tmp_path)
-    proc = onward_cli("copy", src, dst)
-    assert_one_error(proc, 1, str(journal), "--restart")
-    assert snapshot(tmp_path) == before
+    journal.write_bytes(garble(raw, how))
+    garbled = journal.read_bytes()
+    intact = intact_chunks(data, partial_of(dst))
+    assert intact >= MiB
+    proc = onward_cli("copy", "--json", "--chunk-size", "64K", src, dst)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    events = onward_events(proc.stdout)
+    [notice] = [e["message"] for e in events if e["event"] == "notice"]
+    assert str(journal) in notice and "unreadable" in notice and f"{journal}.bad" in notice, notice
+    assert events[-1]["event"] == "done" and events[-1]["resumed_from"] == intact
+    assert dst.read_bytes() == data
+    assert not journal.exists() and not partial_of(dst).exists()
+    assert Path(f"{journal}.bad").read_bytes() == garbled  # kept for a post-mortem, untouched
 
 
 def test_journal_cut_in_its_chunk_records_is_a_torn_tail_and_resumes(
@@ -336,11 +368,10 @@ def test_journal_cut_in_its_chunk_records_is_a_torn_tail_and_resumes(
     src, dst, data = interrupted
     journal = journal_of(dst)
     raw = journal.read_bytes()
-    start = header_end(raw)
-    records = (len(raw) - start) // CHUNK_RECORD
-    assert records >= 16 and start + records * CHUNK_RECORD == len(raw)
-    kept = records // 2
-    journal.write_bytes(raw[: start + kept * CHUNK_RECORD + CHUNK_RECORD // 2])
+    ends = [end for kind, _, end in frames(raw) if kind == 2]  # the CHUNK records
+    assert len(ends) >= 16
+    kept = len(ends) // 2
+    journal.write_bytes(raw[: ends[kept - 1] + CHUNK_RECORD // 2])  # cut inside the next record
     intact = intact_unclaimed(data, journal, partial_of(dst))  # the chunks of the records cut off, too
     proc = onward_cli("copy", "--json", src, dst)
     assert proc.returncode == 0, proc.stderr

@@ -323,8 +323,9 @@ def test_json_resume_after_kill(interrupted, onward_cli, onward_events) -> None:
     proc = onward_cli("copy", "--json", src, dst)
     assert proc.returncode == 0, proc.stderr
     events = onward_events(proc.stdout)
-    start, done = events[0], events[-1]
-    assert start["event"] == "start" and done["event"] == "done"
+    # Notices about the partial (a read-back after a kill mid-write) come before the start.
+    [start], done = [e for e in events if e["event"] == "start"], events[-1]
+    assert done["event"] == "done"
     assert done["resumed_from"] == start["resumed_from"]
     # Everything a checkpoint event reported before the kill is still there.
     assert done["resumed_from"] >= committed > 0
@@ -360,17 +361,14 @@ def test_changed_source_between_runs_is_not_stitched(
     proc = onward_cli("copy", "--progress" if output == "text" else "--json", src, dst)
     assert proc.returncode == 0, proc.stderr
     # The change is noticed on resume, before a single byte is copied on top of old chunks.
+    # (A notice that the partial was read back may come first: the kill may have cut a write.)
     if output == "text":
-        first = proc.stderr.splitlines()[0]
-        assert first.startswith(f"onward: {dst}: ") and "source changed since the last run" in first, (
-            proc.stderr
-        )
+        [line] = [x for x in proc.stderr.splitlines() if "source changed since the last run" in x]
+        assert line.startswith(f"onward: {dst}: "), proc.stderr
     else:
         events = onward_events(proc.stdout)
-        kinds = [e["event"] for e in events]
-        notice = next(e for e in events if e["event"] == "notice")
-        assert "source changed since the last run" in notice["message"]
-        assert kinds.index("notice") < kinds.index("progress")
+        changed_at = next(i for i, e in enumerate(events) if "source changed" in e.get("message", ""))
+        assert changed_at < [e["event"] for e in events].index("progress")
     assert dst.read_bytes() == bytes(changed)
     assert finished(dst)
 

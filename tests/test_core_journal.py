@@ -14,14 +14,19 @@ from onward.core.journal import (
     FORMAT_VERSION,
     MAGIC,
     DecodeError,
+    Garbled,
     Header,
     Promote,
+    Seal,
     decode,
     encode_chunks,
+    encode_in_flight,
     encode_promote,
+    encode_seal,
     encode_start,
 )
 from onward.core.plan import ChunkRecord, Plan
+from onward.core.trust import UNKNOWN_BOOT, distrust
 
 HEADER = Header(
     source="/data/src \udcff.img",  # a name that is not valid UTF-8 survives
@@ -111,6 +116,51 @@ def test_later_record_for_an_index_replaces_the_earlier() -> None:
 def test_unusable_journals_raise(data: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         decode(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "garbled"),
+    [
+        (b"", True),
+        (bytes(200), True),  # zeroed
+        (b"\x89ON", True),  # cut to 3 bytes
+        (MAGIC + struct.pack("<HH", 0, 0), True),
+        (encode_start(HEADER)[:-1], True),  # the header's CRC
+        (MAGIC + struct.pack("<HH", FORMAT_VERSION + 1, 0), False),  # a newer onward's: refused
+    ],
+)
+def test_a_garbled_journal_is_told_from_one_that_must_be_refused(data: bytes, garbled: bool) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(data)
+    assert isinstance(caught.value, Garbled) is garbled
+
+
+SEAL = Seal(1_764_000_000_123_456_789, 4096, 131, 27, bytes(range(16)))
+
+
+def test_the_last_seal_and_a_write_in_flight_after_it_are_read() -> None:
+    start = encode_start(HEADER) + encode_chunks(records([0]))
+    assert decode(start).seal is None
+    sealed = start + encode_in_flight(1) + encode_seal(SEAL)
+    assert decode(sealed).seal == SEAL and decode(sealed).in_flight is None
+    flying = sealed + encode_in_flight(2)
+    assert decode(flying).seal == SEAL and decode(flying).in_flight == 2
+    assert decode(flying + encode_chunks(records([1]))).in_flight == 2  # a checkpoint ends no write
+
+
+def test_a_seal_proves_only_an_untouched_partial() -> None:
+    assert distrust(SEAL, None, SEAL) is None
+    assert "does not record" in str(distrust(None, None, SEAL))
+    assert "writing chunk 7" in str(distrust(SEAL, 7, SEAL))
+    assert "restarted" in str(distrust(SEAL, None, SEAL._replace(boot=bytes(16))))
+    assert "restarted" in str(
+        distrust(SEAL._replace(boot=UNKNOWN_BOOT), None, SEAL._replace(boot=UNKNOWN_BOOT))
+    )
+    assert "mounted again" in str(distrust(SEAL, None, SEAL._replace(mount=28)))
+    assert "mounted again" in str(distrust(SEAL._replace(mount=0), None, SEAL._replace(mount=0)))
+    assert "replaced" in str(distrust(SEAL, None, SEAL._replace(inode=132)))
+    assert "changed size" in str(distrust(SEAL, None, SEAL._replace(size=4095)))
+    assert "was changed" in str(distrust(SEAL, None, SEAL._replace(ctime_ns=SEAL.ctime_ns + 1)))
 
 
 @given(st.binary(max_size=200))

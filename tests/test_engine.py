@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from doubles import MemoryJournal, MemorySink, MemorySource
-from onward.core.journal import decode, encode_chunks, encode_promote
+from onward.core.journal import decode, encode_chunks, encode_promote, encode_seal
 from onward.core.plan import ChunkRecord
 from onward.engine import Transfer, digest
 from onward.errors import (
@@ -187,16 +187,29 @@ def test_full_verification_finds_damage_to_an_already_checked_chunk() -> None:
     assert any(isinstance(e, Notice) and "verification found 1 damaged" in e.message for e in events)
 
 
-def resumed_with_damage_in_chunk_0(verify: str) -> tuple[bytes, MemorySink, list[Event], set[int]]:
-    """8 chunks, 5 of them committed by an earlier run, chunk 0 of the partial damaged since;
-    resume with ``verify``: (data, sink, events, the chunks the resume read back from the sink)."""
+def written_by_a_run(sink: MemorySink, journal: MemoryJournal, data: bytes) -> None:
+    """``data`` written from offset 0 as a run writes: then its SEAL record (unsynced)."""
+    sink.write(0, memoryview(data))
+    seal = sink.seal()
+    assert seal is not None
+    journal.note(encode_seal(seal))
+
+
+def resumed_with_damage_in_chunk_0(
+    verify: str, *, seen: bool = False
+) -> tuple[bytes, MemorySink, list[Event], set[int]]:
+    """8 chunks, 5 of them committed by an earlier run that sealed the partial after writing,
+    chunk 0 of the partial damaged since, by a change its seal sees (``seen``: another program
+    writing) or not (bit rot); resume with ``verify``: (data, sink, events, the chunks the resume
+    read back from the sink)."""
     data = os.urandom(8 * CHUNK)
     source, sink, journal, events, transfer = make(data, verify=verify)
     transfer.start_fresh(source.identity())
-    sink.write(0, memoryview(data[: 5 * CHUNK]))
-    journal.append(encode_chunks(records_of(data, range(5))))
+    written_by_a_run(sink, journal, data[: 5 * CHUNK])
     assert sink.partial is not None
+    journal.append(encode_chunks(records_of(data, range(5))))
     sink.partial[3] ^= 0xFF  # chunk 0: not among the last 4 chunks a resume re-checks at once
+    sink.changes += seen
     reads: set[int] = set()
     read_into = sink.read_into
 
@@ -216,6 +229,19 @@ def test_a_resume_rereads_a_bounded_tail_of_earlier_chunks_not_the_prefix() -> N
     resume follows the remaining bytes)."""
     _, _, _, reads = resumed_with_damage_in_chunk_0("fast")
     assert sorted(reads) == [1, 2, 3, 4, 5, 6, 7], reads  # not chunk 0
+    # (The seal cannot see bit rot; it is what --verify full is for.)
+
+
+def test_a_resume_without_proof_reads_back_every_committed_chunk_and_repairs_them() -> None:
+    """The partial changed since the earlier run's last write (its seal no longer matches):
+    every committed chunk is read back, the damaged one is copied again, one notice says why."""
+    data, sink, events, reads = resumed_with_damage_in_chunk_0("fast", seen=True)
+    assert sink.final == data
+    assert sorted(reads) == list(range(8)), reads
+    [notice] = [e for e in events if isinstance(e, Notice)]
+    assert "changed since the last run" in notice.message and "1 damaged" in notice.message
+    [done] = [e for e in events if isinstance(e, Done)]
+    assert done.result.rechecked == 5 * CHUNK
 
 
 def test_full_verification_rereads_chunks_from_an_earlier_run() -> None:
@@ -232,7 +258,7 @@ def test_a_resume_keeps_the_journals_chunk_size_whatever_this_run_asks(verify: s
     data = os.urandom(8 * CHUNK)
     source, sink, journal, events, first = make(data, chunk_size=2 * CHUNK)
     first.start_fresh(source.identity())
-    sink.write(0, memoryview(data[: 4 * CHUNK]))
+    written_by_a_run(sink, journal, data[: 4 * CHUNK])
     big = [
         ChunkRecord(i, 2 * CHUNK, digest(memoryview(data[2 * i * CHUNK : 2 * (i + 1) * CHUNK])))
         for i in (0, 1)
@@ -251,7 +277,7 @@ def killed_after_writing(
     first ``journaled``; returns the sink, the journal and a new run over them."""
     source, sink, journal, events, first = make(data)
     first.start_fresh(source.identity())
-    sink.write(0, memoryview(data[: written * CHUNK]))
+    written_by_a_run(sink, journal, data[: written * CHUNK])
     journal.append(encode_chunks(records_of(data, range(journaled))))
     return sink, journal, Transfer(source, sink, journal, first.opts, [events.append])
 

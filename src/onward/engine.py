@@ -7,18 +7,31 @@ by the sink *before* the journal record that claims it is appended.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 import xxhash
 
 from .checksum import FinalCheck
 from .core.identity import Identity, matches
-from .core.journal import Decoded, DecodeError, Header, decode, encode_chunks, encode_promote, encode_start
+from .core.journal import (
+    Decoded,
+    DecodeError,
+    Garbled,
+    Header,
+    decode,
+    encode_chunks,
+    encode_in_flight,
+    encode_promote,
+    encode_seal,
+    encode_start,
+)
 from .core.lifecycle import Lifecycle, State, Step
 from .core.plan import ChunkRecord, Plan, without
 from .core.retry import Backoff
 from .core.throttle import Throttle, paced
+from .core.trust import distrust
 from .endpoints import JournalStore, Sink, Source
 from .endpoints.direct import aligned_buffer
 from .errors import (
@@ -74,6 +87,11 @@ class Transfer:
         self.copied = 0
         self.resumed_from = 0  # bytes kept from earlier runs (journaled, or written and adopted)
         self.earlier: frozenset[int] = frozenset()  # the chunks those bytes are in
+        self.rechecked = 0  # bytes of earlier runs' chunks read back from the partial by this run
+        self.wrong_read_backs = 0  # chunks of this run that read back wrong: one notice at the end
+        # A partial that can be read back gets IN-FLIGHT and SEAL records around every write, so
+        # that a resume can prove it untouched since (core/trust.py).
+        self.sealing = sink.can_read_back
         self._buffer: memoryview | None = None
 
     def jitter(self) -> float:
@@ -140,6 +158,10 @@ class Transfer:
                 raise self.no_space(exc) from None
             raise
         finally:
+            if self.wrong_read_backs:
+                self.notice(
+                    f"{self.wrong_read_backs} chunk(s) read back wrong after writing; copied them again"
+                )
             self.source.close()
             self.sink.close()
             self.journal.close()
@@ -152,6 +174,7 @@ class Transfer:
             copied=self.copied,
             digest=xxhash.xxh3_128(joined).hexdigest(),
             duration=self.clock() - started,
+            rechecked=self.rechecked,
         )
         self.emit(Done(result))
         return result
@@ -210,7 +233,7 @@ class Transfer:
             self.pace(size)
             self.sink.sync()
             if self.reads_back and self.check(self.sink.read_into, records):
-                self.read_back_wrong(1)
+                self.wrong_read_backs += 1
                 return False
         if not matches(current, self.source.identity()):
             return False
@@ -278,6 +301,10 @@ class Transfer:
             return False
         try:
             loaded = decode(raw)
+        except Garbled as exc:
+            aside = self.journal.set_aside()
+            self.start_over(current, f"{self.journal.name}: journal unreadable ({exc}), moved to {aside}")
+            return False
         except DecodeError as exc:
             raise JournalError(
                 f"{self.journal.name}: {exc}; move it away, or re-run with --restart to start over",
@@ -297,11 +324,25 @@ class Transfer:
 
     def start_fresh(self, current: Identity) -> None:
         self.begin(current)
-        self.journal.create(encode_start(self.header_or_fail()))
+        self.rewrite()
 
-    def begin(self, current: Identity) -> None:
-        """A plan for the source as it is now, nothing committed, an empty partial."""
-        self.header = Header(
+    def start_over(self, current: Identity, why: str) -> None:
+        """A new journal in place of an unreadable one; for a local source the chunks the
+        partial holds that still equal the source's are kept (``adopt``), else it is emptied."""
+        present = self.sink.present()
+        if not present or not self.adopts:
+            self.notice(f"{why}; starting over")
+            self.start_fresh(current)
+            return
+        self.header = self.new_header(current)
+        self.committed = {}
+        self.rewrite()
+        self.adopt(present)
+        self.notice(f"{why}; kept {len(self.committed)} chunk(s) of the partial copy that equal the source")
+
+    def new_header(self, current: Identity) -> Header:
+        """A plan for the source as it is now."""
+        return Header(
             source=self.source.name,
             destination=self.sink.name,
             identity=current,
@@ -309,6 +350,10 @@ class Transfer:
             total_size=current.size,
             created=time.time(),
         )
+
+    def begin(self, current: Identity) -> None:
+        """A plan for the source as it is now, nothing committed, an empty partial."""
+        self.header = self.new_header(current)
         self.committed = {}
         self.sink.reset()
 
@@ -331,6 +376,7 @@ class Transfer:
 
     def resume(self, loaded: Decoded, current: Identity) -> None:
         committed = dict(loaded.chunks)
+        damaged: list[int] = []  # found wrong in the partial: not worth adopting again
         dirty = loaded.damaged_tail > 0
         if dirty:
             self.notice(f"journal tail damaged: ignored its last {loaded.damaged_tail} bytes")
@@ -349,25 +395,52 @@ class Transfer:
                 )
                 committed, dirty = without(committed, short), True
         self.committed = committed
+        why = self.distrusted(loaded) if committed and self.opts.verify != "full" else None
+        if why is not None:  # no proof that the partial is as onward left it: read it all back
+            bad = self.check(self.reread, self.records(committed))
+            outcome = f"{len(bad)} damaged, copying them again" if bad else "all intact"
+            self.notice(f"{why}: read back its {len(committed)} committed chunk(s), {outcome}")
+            self.committed, dirty = without(committed, bad), dirty or bool(bad)
+            committed, damaged = self.committed, bad
         if not matches(self.header_or_fail().identity, current):
             self.rebase(current, "the source changed since the last run")
             return
-        if not self.sink.can_read_back:  # a remote sink: nothing to read back (docs/UPLOAD.md)
-            bad: list[int] = []
+        if not self.sink.can_read_back or why is not None:  # remote: nothing to read (docs/UPLOAD.md)
+            bad = []
         elif self.opts.verify == "full":
             bad = self.check(self.source.read_into, self.records(committed))
-            bad += self.check(self.sink.read_into, self.records(set(committed) - set(bad)))
-        else:
-            bad = self.check(
-                self.sink.read_into, self.records(Plan.last(committed, self.opts.recheck_chunks))
-            )
+            bad += self.check(self.reread, self.records(set(committed) - set(bad)))
+        else:  # proven untouched: only the last chunks, where an interruption does its damage
+            bad = self.check(self.reread, self.records(Plan.last(committed, self.opts.recheck_chunks)))
         if bad:
             self.notice(f"{len(bad)} chunk(s) of the partial copy are damaged; copying them again")
             self.committed, dirty = without(self.committed, bad), True
         if dirty:
             self.rewrite()
+        elif self.sealing:
+            self.journal.note(self.sealed())  # as checked now: a next resume need not read it again
         if present is not None and self.adopts:
-            self.adopt(present)
+            self.adopt(present, skip=set(damaged + bad))
+
+    def distrusted(self, loaded: Decoded) -> str | None:
+        """Why the committed chunks cannot be trusted unread (core/trust.py), or None."""
+        if not self.sink.can_read_back:
+            return None
+        now = self.sink.seal()
+        if now is None:
+            return "the partial copy cannot be sealed"
+        return distrust(loaded.seal, loaded.in_flight, now)
+
+    def reread(self, offset: int, buf: memoryview) -> int:
+        """Read back, from the partial, a chunk an earlier run wrote (counted in ``rechecked``)."""
+        got = self.sink.read_into(offset, buf)
+        self.rechecked += got
+        return got
+
+    def sealed(self) -> bytes:
+        """A SEAL record of the partial as it is now, or nothing where it cannot be read back."""
+        seal = self.sink.seal() if self.sealing else None
+        return encode_seal(seal) if seal is not None else b""
 
     @property
     def adopts(self) -> bool:
@@ -375,19 +448,21 @@ class Transfer:
         cheap source to compare them with (a local file) and a sink to read them back from."""
         return self.source.recheck_on_change and self.sink.can_read_back
 
-    def adopt(self, present: int) -> None:
+    def adopt(self, present: int, skip: Collection[int] = ()) -> None:
         """Keep what an earlier run wrote after its last checkpoint (it was killed, or crashed)
         instead of copying it again: the chunks the partial holds are made durable, read back
         and journaled if they equal the source's, as that checkpoint would have done."""
         records = []
         for index in self.plan.unclaimed(self.committed, present):
+            if index in skip:
+                continue
             offset, length = self.plan.span(index)
             view = self.buffer[:length]
             if self.source.read_into(offset, view) != length:
                 break  # the source got shorter: the copy finds out and deals with it
             records.append(ChunkRecord(index, length, digest(view)))
         if records:
-            self.claim(records, read_back=True)  # always: what was on disk is unknown until read
+            self.claim(records, self.reread)  # always read back: what is on disk is unknown until read
 
     def header_or_fail(self) -> Header:
         assert self.header is not None
@@ -414,7 +489,11 @@ class Transfer:
         )
 
     def rewrite(self) -> None:
-        self.journal.create(encode_start(self.header_or_fail()) + encode_chunks(self.records(self.committed)))
+        """A new journal: the header, the chunks still trusted, and a seal of the partial as it
+        is now (every caller has just checked or decided what the partial holds)."""
+        self.journal.create(
+            encode_start(self.header_or_fail()) + encode_chunks(self.records(self.committed)) + self.sealed()
+        )
 
     def records(self, indexes: Iterable[int]) -> list[ChunkRecord]:
         return [self.committed[i] for i in sorted(indexes)]
@@ -464,7 +543,7 @@ class Transfer:
             for chunk in chunks:
                 if chunk.short:
                     break  # the source shrank: verification sees the new identity
-                self.sink.write(chunk.index * plan.chunk_size, chunk.view)
+                self.write(chunk.index, chunk.view)
                 self.pace(len(chunk.view))
                 chunks.release(chunk.view)
                 self.pending.append(ChunkRecord(chunk.index, len(chunk.view), chunk.digest))
@@ -476,14 +555,26 @@ class Transfer:
                     since, last, base = 0, self.clock(), self.durable
         self.checkpoint()
 
+    def write(self, index: int, view: memoryview) -> None:
+        """Write one chunk between an IN-FLIGHT record and a SEAL record (core/trust.py): one
+        unsynced append each and one ``fstat``, so that a resume may trust the partial unread."""
+        if not self.sealing:
+            self.sink.write(index * self.plan.chunk_size, view)
+            return
+        try:
+            self.journal.note(encode_in_flight(index))
+            self.sink.write(index * self.plan.chunk_size, view)
+        except BaseException:  # an error, or Ctrl-C: the write is over, whatever it did
+            with contextlib.suppress(OnwardError):
+                self.journal.note(self.sealed())
+            raise
+        self.journal.note(self.sealed())
+
     @property
     def reads_back(self) -> bool:
         """Whether written chunks are read back after their sync (not with ``--verify none``,
         nor into a remote sink: docs/UPLOAD.md)."""
         return self.opts.verify != "none" and self.sink.can_read_back
-
-    def read_back_wrong(self, count: int) -> None:
-        self.notice(f"{count} chunk(s) read back wrong after writing; copying them again")
 
     def checkpoint(self) -> None:
         """Sync the data, read it back, then journal the chunks that read back intact.
@@ -495,20 +586,18 @@ class Transfer:
         """
         if not self.pending:
             return
-        bad = self.claim(self.pending, read_back=self.reads_back)
-        if bad:
-            self.read_back_wrong(bad)
+        self.wrong_read_backs += self.claim(self.pending, self.sink.read_into if self.reads_back else None)
         # Cleared only once journaled: a Ctrl-C before this point leaves them to salvage()
         # (a record appended twice is harmless, the later one replaces the earlier).
         self.pending.clear()
         self.emit(Checkpoint(self.sink.name, self.durable, self.plan.total_size))
 
-    def claim(self, records: list[ChunkRecord], *, read_back: bool) -> int:
-        """Sync the partial, read ``records`` back from it if ``read_back``, then journal the ones
-        that read back intact (the ordering rule: data durable before the record claims it).
-        Returns how many did not."""
+    def claim(self, records: list[ChunkRecord], read: Callable[[int, memoryview], int] | None) -> int:
+        """Sync the partial, read ``records`` back from it with ``read`` (None: not at all), then
+        journal the ones that read back intact (the ordering rule: data durable before the record
+        claims it). Returns how many did not."""
         self.sink.sync()
-        bad = set(self.check(self.sink.read_into, records)) if read_back else set()
+        bad = set(self.check(read, records)) if read is not None else set()
         good = [r for r in records if r.index not in bad]
         if good:
             self.journal.append(encode_chunks(good))
@@ -531,6 +620,8 @@ class Transfer:
         if self.source_changed() or not self.plan.is_complete(self.committed):
             return False
         self.sink.truncate(self.plan.total_size)
+        if self.sealing:
+            self.journal.note(self.sealed())  # a truncation changes the partial's ctime
         everything = self.records(self.committed)
         bad: list[int] = []  # every chunk was read back after its sync, by the run that wrote it
         if self.opts.verify == "full" and self.sink.can_read_back:

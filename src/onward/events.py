@@ -38,6 +38,9 @@ class CopyResult(NamedTuple):
     copied: int  # bytes moved by this run
     digest: str  # hex xxh3-128 of the chunk digests in order (see docs/JOURNAL.md)
     duration: float  # seconds
+    # bytes of earlier runs' chunks this run read back from the partial to check them (a resume:
+    # the last chunks, or all of them without proof that the partial is untouched; docs/RELIABILITY.md)
+    rechecked: int = 0
     location: str | None = None  # an upload: the URL of the finished upload (no credentials)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .core.filters import Filter, Rule
-from .core.journal import DecodeError
+from .core.journal import DecodeError, Garbled
 from .core.throttle import paced
 from .core.tree import CopyFile, DestTree, MakeLink, SourceTree, TreePlan, dir_changes, parent, plan_tree
 from .core.treejournal import (
@@ -405,6 +405,13 @@ class TreeCopy:
             return None
         try:
             loaded = decode_tree(raw)
+        except Garbled as exc:  # nothing in it to trust, nothing a human must decide: start over
+            aside = self.journal.set_aside()
+            self.notice(
+                display(self.journal.name),
+                f"journal unreadable ({exc}), moved to {display(aside)}; checking every file",
+            )
+            return None
         except DecodeError as exc:
             raise JournalError(
                 f"{self.journal.name}: {exc}; move it away, or re-run with --restart to start over",

@@ -14,6 +14,8 @@ a size, byte ranges and the strong ETag (or Last-Modified) the first response ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .core.identity import Identity
 from .core.journal import DecodeError, decode, encode_chunks, encode_start
 from .core.plan import ChunkRecord
@@ -41,7 +43,8 @@ class UnsizedTransfer(Transfer):
             view = self.buffer[:size]
             got = self.source.read_into(offset, view)
             if got:
-                self.sink.write(offset, view[:got])
+                self.write(offset // size, view[:got])  # between IN-FLIGHT and SEAL, as every copy
+                self.pace(got)
                 self.pending.append(ChunkRecord(offset // size, got, digest(view[:got])))
                 offset += got
                 self.copied += got
@@ -55,10 +58,10 @@ class UnsizedTransfer(Transfer):
                 since, last = 0, self.clock()
         self.checkpoint()
 
-    def claim(self, records: list[ChunkRecord], *, read_back: bool) -> int:
+    def claim(self, records: list[ChunkRecord], read: Callable[[int, memoryview], int] | None) -> int:
         """The engine's claim, then the journal rewritten with the size reached in its header
         (records beyond a header's total would read as a damaged tail)."""
-        bad = super().claim(records, read_back=read_back)
+        bad = super().claim(records, read)
         self.rewrite()
         return bad
 

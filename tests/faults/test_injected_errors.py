@@ -418,8 +418,8 @@ def test_real_out_of_inodes_then_freed_resumes(tmpfs: Path, tmp_path: Path, faul
 def test_real_disk_full_cuts_a_journal_append_short_then_resumes(
     tmpfs: Path, tmp_path: Path, faultlib: Any
 ) -> None:
-    """4 KiB chunks, one record each: the journal needs its second page at about the 100th
-    record. Leaving free exactly the pages the partial and the journal's first page need by
+    """4 KiB chunks, three records each: the journal needs its second page at about the 35th
+    chunk. Leaving free exactly the pages the partial and the journal's first page need by
     then makes that append a real short write (part of a record, then ENOSPC). The torn
     record must read as a damaged tail, never as a claim; the re-run resumes."""
     flags = ["--json", "--chunk-size", "4K", "--checkpoint-bytes", "4K"]
@@ -435,7 +435,9 @@ def test_real_disk_full_cuts_a_journal_append_short_then_resumes(
     header = probe.journal.stat().st_size
     filler.unlink()
     shutil.rmtree(probe.dir)
-    record = 37  # length u32, kind u8, (index u64, length u32, digest 16), crc u32
+    # Per chunk: an IN-FLIGHT record (17 bytes) before its write, a SEAL (57) after it, a CHUNK
+    # (37: length u32, kind u8, index u64, length u32, digest 16, crc u32) at its checkpoint.
+    record = 17 + 57 + 37
     cut = (PAGE - header) // record + 2  # pages: the partial's by then and the journal's first
     torn = 0
     for pages in range(cut - 6, cut + 7) if faultlib.LONG else range(cut - 1, cut + 2):

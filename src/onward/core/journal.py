@@ -10,7 +10,10 @@ The first record is the HEADER (UTF-8 JSON); then CHUNK records, one per
 committed chunk (index u64, length u32, 16-byte digest), a later record for an
 index replacing an earlier one; a PROMOTE record (device u64, inode u64) is
 written just before the partial is renamed onto the destination, so a crash
-after that rename is recognised by the next run.
+after that rename is recognised by the next run. Around every write to the
+partial an IN-FLIGHT record (before) and a SEAL record (after: the partial's
+ctime, size, inode, mount and boot) are appended without a sync: they let a
+resume prove the partial untouched since (``core.trust``).
 
 Decoding stops at the first record that is cut short, fails its checksum or
 does not fit the plan: everything from there on is a damaged tail, reported
@@ -33,12 +36,16 @@ __all__ = [
     "MAGIC",
     "DecodeError",
     "Decoded",
+    "Garbled",
     "Header",
     "Promote",
+    "Seal",
     "Upload",
     "decode",
     "encode_chunks",
+    "encode_in_flight",
     "encode_promote",
+    "encode_seal",
     "encode_start",
     "encode_upload",
     "frame",
@@ -56,17 +63,26 @@ KIND_CHUNK = 2
 KIND_PROMOTE = 3
 KIND_TREE = 4  # kinds 4-6 belong to tree journals: core/treejournal.py
 KIND_UPLOAD = 7  # the remote upload a journal's chunks are sent to (docs/UPLOAD.md)
+KIND_IN_FLIGHT = 8  # a write to the partial is about to start (unsynced)
+KIND_SEAL = 9  # what the partial looked like right after onward's last write to it (unsynced)
 
 _PREAMBLE = struct.Struct("<8sHH")
 _FRAME = struct.Struct("<IB")
 _CRC = struct.Struct("<I")
 _CHUNK = struct.Struct(f"<QI{DIGEST_SIZE}s")
 _PROMOTE = struct.Struct("<QQ")
+_IN_FLIGHT = struct.Struct("<Q")
+_SEAL = struct.Struct("<qQQQ16s")
 MAX_HEADER = 1 << 20
 
 
 class DecodeError(Exception):
     """The journal cannot be used at all: not ours, a newer version, or a broken header."""
+
+
+class Garbled(DecodeError):
+    """The journal's preamble or header is damaged (not a newer or another kind of journal):
+    nothing in it can be trusted, but nothing in it needs a human either (set it aside)."""
 
 
 class Header(NamedTuple):
@@ -121,6 +137,21 @@ class Promote(NamedTuple):
     inode: int
 
 
+class Seal(NamedTuple):
+    """The partial as onward left it after its last write: what a resume compares it with.
+
+    ``ctime_ns`` cannot be set from user space and moves on every change of the file's data
+    or size; ``mount`` (the kernel's mount id) and ``boot`` (the boot id) tell a seal made
+    before a remount or a restart, after which the device may have lost acknowledged writes.
+    """
+
+    ctime_ns: int
+    size: int
+    inode: int
+    mount: int  # 0: unknown
+    boot: bytes  # 16 bytes; all zero: unknown
+
+
 class Upload(NamedTuple):
     """The remote upload (tus or IETF draft) a journal's chunks go to, bound to the identity
     and size of the file it was created for: any other file never resumes into it."""
@@ -159,6 +190,8 @@ class Decoded(NamedTuple):
     upload: Upload | None  # the last UPLOAD record (remote destinations only)
     valid_length: int  # bytes of the file that decoded cleanly
     damaged_tail: int  # bytes after that, ignored
+    seal: Seal | None = None  # the last SEAL record
+    in_flight: int | None = None  # the chunk of an IN-FLIGHT record after the last SEAL
 
 
 def frame(kind: int, payload: bytes) -> bytes:
@@ -184,6 +217,14 @@ def encode_chunks(records: list[ChunkRecord]) -> bytes:
 
 def encode_promote(promote: Promote) -> bytes:
     return frame(KIND_PROMOTE, _PROMOTE.pack(promote.device, promote.inode))
+
+
+def encode_in_flight(index: int) -> bytes:
+    return frame(KIND_IN_FLIGHT, _IN_FLIGHT.pack(index))
+
+
+def encode_seal(seal: Seal) -> bytes:
+    return frame(KIND_SEAL, _SEAL.pack(*seal))
 
 
 def encode_upload(upload: Upload) -> bytes:
@@ -212,14 +253,14 @@ def frames(data: bytes) -> list[tuple[int, bytes, int]]:
     """Check the preamble, then every intact (kind, payload, end) record up to the first bad one.
     Raises ``DecodeError`` when ``data`` is not a journal this version can read."""
     if len(data) < _PREAMBLE.size:
-        raise DecodeError("too short to be an onward journal")
+        raise Garbled("too short to be an onward journal")
     magic, version, _ = _PREAMBLE.unpack_from(data)
     if magic != MAGIC:
-        raise DecodeError("not an onward journal")
+        raise Garbled("not an onward journal")
     if version > FORMAT_VERSION:
         raise DecodeError(f"written by a newer onward (format {version}, this one reads {FORMAT_VERSION})")
     if version < 1:
-        raise DecodeError(f"unknown format version {version}")
+        raise Garbled(f"unknown format version {version}")
     return _frames(data, _PREAMBLE.size)[0]
 
 
@@ -229,17 +270,19 @@ def decode(data: bytes) -> Decoded:
     if records and records[0][0] == KIND_TREE:
         raise DecodeError("this is the journal of a directory tree (onward copy -r), not of one file")
     if not records or records[0][0] != KIND_HEADER:
-        raise DecodeError("header record is missing or damaged")
+        raise Garbled("header record is missing or damaged")
     try:
         raw = records[0][1]
         if len(raw) > MAX_HEADER:
             raise ValueError("header too large")
         header = Header.from_json(json.loads(raw.decode("utf-8", "surrogateescape")))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"header is unreadable ({exc})") from None
+        raise Garbled(f"header is unreadable ({exc})") from None
     chunks: dict[int, ChunkRecord] = {}
     promote: Promote | None = None
     upload: Upload | None = None
+    seal: Seal | None = None
+    in_flight: int | None = None
     valid = records[0][2]
     plan = header.plan
     for kind, payload, end in records[1:]:
@@ -250,6 +293,10 @@ def decode(data: bytes) -> Decoded:
             chunks[record.index] = record
         elif kind == KIND_PROMOTE and len(payload) == _PROMOTE.size:
             promote = Promote(*_PROMOTE.unpack(payload))
+        elif kind == KIND_SEAL and len(payload) == _SEAL.size:
+            seal, in_flight = Seal(*_SEAL.unpack(payload)), None
+        elif kind == KIND_IN_FLIGHT and len(payload) == _IN_FLIGHT.size:
+            (in_flight,) = _IN_FLIGHT.unpack(payload)
         elif kind == KIND_UPLOAD and len(payload) <= MAX_HEADER:
             try:
                 upload = Upload.from_json(json.loads(payload.decode("utf-8", "surrogateescape")))
@@ -258,4 +305,4 @@ def decode(data: bytes) -> Decoded:
         else:
             break
         valid = end
-    return Decoded(header, chunks, promote, upload, valid, len(data) - valid)
+    return Decoded(header, chunks, promote, upload, valid, len(data) - valid, seal, in_flight)

@@ -24,7 +24,7 @@ import os
 import struct
 from typing import Any, NamedTuple
 
-from .journal import KIND_TREE, DecodeError, frame, frames, preamble
+from .journal import KIND_HEADER, KIND_TREE, DecodeError, Garbled, frame, frames, preamble
 
 __all__ = [
     "KIND_COUNTS",
@@ -146,15 +146,17 @@ def decode_tree(data: bytes) -> TreeDecoded:
     """Read a whole tree journal; raises ``DecodeError`` when it cannot be used at all.
     Stops at the first record that is torn, fails its CRC, or is of an unknown kind or size."""
     records = frames(data)
+    if records and records[0][0] == KIND_HEADER:
+        raise DecodeError("this is the journal of one file, not of a directory tree")
     if not records or records[0][0] != KIND_TREE:
-        raise DecodeError("tree header record is missing or damaged")
+        raise Garbled("tree header record is missing or damaged")
     try:
         raw = records[0][1]
         if len(raw) > MAX_HEADER:
             raise ValueError("header too large")
         header = TreeHeader.from_json(json.loads(raw.decode("utf-8", "surrogateescape")))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DecodeError(f"tree header is unreadable ({exc})") from None
+        raise Garbled(f"tree header is unreadable ({exc})") from None
     done: dict[str, Stamp] = {}
     counts: Counts | None = None
     files_since = bytes_since = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple, Protocol
 
 from ..core.identity import Identity
-from ..core.journal import Promote
+from ..core.journal import Promote, Seal
 
 __all__ = ["Attributes", "JournalStore", "Sink", "Source"]
 
@@ -83,6 +83,11 @@ class Sink(Protocol):
         """Make every write so far durable; raises ``DurabilityError`` on failure."""
         ...
 
+    def seal(self) -> Seal | None:
+        """The partial as it is now, recorded after each write so that a resume can prove it
+        untouched since (``core.trust``); None where there is nothing to read back."""
+        ...
+
     def token(self) -> Promote:
         """What identifies the partial once it holds the final name."""
         ...
@@ -115,6 +120,15 @@ class JournalStore(Protocol):
 
     def append(self, data: bytes) -> None:
         """Append and make durable; raises ``DurabilityError`` when it cannot."""
+        ...
+
+    def note(self, data: bytes) -> None:
+        """Append without making it durable (IN-FLIGHT and SEAL records: a lost one costs a
+        read-back, never a wrong byte)."""
+        ...
+
+    def set_aside(self) -> str:
+        """Move an unreadable journal out of the way (``NAME.bad``); returns where it went."""
         ...
 
     def remove(self) -> None: ...

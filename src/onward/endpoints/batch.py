@@ -64,6 +64,13 @@ class MemoryJournal:
     def append(self, data: bytes) -> None:
         self._data = (self._data or b"") + data
 
+    def note(self, data: bytes) -> None:
+        self.append(data)
+
+    def set_aside(self) -> str:
+        self._data = None
+        return self.name
+
     def remove(self) -> None:
         self._data = None
 

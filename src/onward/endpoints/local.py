@@ -14,7 +14,8 @@ import stat
 from typing import NoReturn
 
 from ..core.identity import Identity
-from ..core.journal import Promote
+from ..core.journal import Promote, Seal
+from ..core.trust import UNKNOWN_BOOT
 from ..errors import (
     DestinationError,
     DurabilityError,
@@ -76,6 +77,31 @@ def fsync_dir(path: str, doing: str) -> None:
             "re-run to resume",
             directory,
         ) from None
+
+
+def _boot_id() -> bytes:
+    """This boot's id (Linux: a random UUID drawn at every boot), or all zeros when unknown."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
+            boot = bytes.fromhex(fh.read().decode("ascii").strip().replace("-", ""))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return UNKNOWN_BOOT
+    return boot if len(boot) == 16 else UNKNOWN_BOOT
+
+
+BOOT_ID = _boot_id()
+
+
+def mount_id(fd: int) -> int:
+    """The kernel's id of the mount ``fd`` is on (``/proc/self/fdinfo``), or 0 when unknown."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 # Direct I/O for the source's reads and the partial's writes and read-backs (bench/onward_ablated.py
@@ -177,6 +203,7 @@ class LocalSink:
         self._io = DirectFile(fd, os.O_RDWR, enabled=self.direct_io and SINK_DIRECT)
         self._fresh = fresh
         self._poisoned: str | None = None
+        self._mount = mount_id(fd)
 
     @classmethod
     def open(cls, destination: str) -> LocalSink:
@@ -263,6 +290,11 @@ class LocalSink:
             "is not trusted, re-run to resume",
             self.partial,
         )
+
+    def seal(self) -> Seal:
+        """The partial as it is now: one ``fstat``, made right after each write (``core.trust``)."""
+        st = os.fstat(self._fd)
+        return Seal(st.st_ctime_ns, st.st_size, st.st_ino, self._mount, BOOT_ID)
 
     def token(self) -> Promote:
         st = os.fstat(self._fd)
@@ -366,7 +398,8 @@ class LocalJournal:
             raise self._error(exc, "write journal") from None
         fsync_dir(self.name, "writing the journal")
 
-    def append(self, data: bytes) -> None:
+    def note(self, data: bytes) -> None:
+        """Append without waiting for the disk: records whose loss costs at most a read-back."""
         try:
             if self._fd is None:
                 self._fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
@@ -375,6 +408,10 @@ class LocalJournal:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
             raise self._error(exc, "append to journal") from None
+
+    def append(self, data: bytes) -> None:
+        self.note(data)
+        assert self._fd is not None
         try:
             os.fdatasync(self._fd)
         except OSError as exc:
@@ -382,6 +419,17 @@ class LocalJournal:
                 f"{self.name}: fsync of the journal failed: {os.strerror(exc.errno or 0)}; re-run to resume",
                 self.name,
             ) from None
+
+    def set_aside(self) -> str:
+        """Rename an unreadable journal to ``NAME.bad`` (replacing an older one); returns that name."""
+        self.close()
+        bad = self.name + ".bad"
+        try:
+            os.rename(self.name, bad)
+        except OSError as exc:
+            raise self._error(exc, "move the unreadable journal aside") from None
+        fsync_dir(self.name, "moving the unreadable journal aside")
+        return bad
 
     def remove(self) -> None:
         self.close()

@@ -49,7 +49,7 @@ from .._version import __version__
 from ..core import upload as proto
 from ..core.http import parse_retry_after, redact_url
 from ..core.identity import Identity
-from ..core.journal import DecodeError, Promote, Upload, decode, encode_upload
+from ..core.journal import DecodeError, Promote, Seal, Upload, decode, encode_upload
 from ..errors import DestinationError, JournalError, OnwardError, TransientError
 from .http import OnRetry, retrying
 from .local import LocalJournal
@@ -316,6 +316,10 @@ class UploadSink:
 
     def sync(self) -> None:
         """Nothing to do: every PATCH was acknowledged with the offset it reached."""
+
+    def seal(self) -> Seal | None:
+        """Nothing to seal: the server's offset is what a resume trusts (docs/UPLOAD.md)."""
+        return None
 
     def token(self) -> Promote:
         return Promote(0, 0)
@@ -701,6 +705,13 @@ class UploadJournal:
         filling at the same time.
         """
         self._write(data, sync=False)
+
+    def note(self, data: bytes) -> None:
+        self._write(data, sync=False)
+
+    def set_aside(self) -> str:
+        self._close_appender()
+        return self._journal.set_aside()
 
     def record(self, upload: Upload) -> None:
         """Name a new upload in the journal, durably, before anything is sent to it."""
