@@ -10,12 +10,12 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ONWARD_CLI
 from onward import __version__
 from onward.core.journal import decode
 from partials import intact_unclaimed
@@ -163,7 +163,7 @@ def test_a_closed_stdout_does_not_stop_the_copy(tmp_path: Path, onward_random_fi
     assert reader.stdin is not None
     args = ["copy", "--json", "--chunk-size", "64K", "--checkpoint-bytes", "64K"]
     proc = subprocess.run(
-        [*ONWARD_CLI, *args, str(tmp_path / "a.bin"), str(tmp_path / "b.bin")],
+        [sys.executable, "-m", "onward", *args, str(tmp_path / "a.bin"), str(tmp_path / "b.bin")],
         stdin=subprocess.DEVNULL,
         stdout=reader.stdin,
         stderr=subprocess.PIPE,
