@@ -27,6 +27,14 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
         opts["checkpoint_seconds"] = args.checkpoint_seconds
     if args.retries is not None:
         opts["retries"] = args.retries
+    if getattr(args, "part_size", None) is not None:
+        try:
+            opts["part_size"] = parse_size(args.part_size)
+        except ValueError as exc:
+            raise UsageError(f"--part-size: {exc}") from None
+    for flag in ("checksum_algorithm", "profile", "endpoint_url", "region"):
+        if getattr(args, flag, None) is not None:
+            opts[flag] = getattr(args, flag)
     for flag in ("checksum", "connections", "timeout"):
         if getattr(args, flag) is not None:
             opts[flag] = getattr(args, flag)

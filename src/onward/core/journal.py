@@ -56,6 +56,8 @@ KIND_CHUNK = 2
 KIND_PROMOTE = 3
 KIND_TREE = 4  # kinds 4-6 belong to tree journals: core/treejournal.py
 KIND_UPLOAD = 7  # the remote upload a journal's chunks are sent to (docs/UPLOAD.md)
+KIND_S3_UPLOAD = 8  # kinds 8-9: an S3 multipart upload and its parts, read by core/s3.py (docs/S3.md)
+KIND_S3_PART = 9
 
 _PREAMBLE = struct.Struct("<8sHH")
 _FRAME = struct.Struct("<IB")
@@ -255,7 +257,7 @@ def decode(data: bytes) -> Decoded:
                 upload = Upload.from_json(json.loads(payload.decode("utf-8", "surrogateescape")))
             except (ValueError, UnicodeDecodeError):
                 break
-        else:
+        elif kind not in (KIND_S3_UPLOAD, KIND_S3_PART):
             break
         valid = end
     return Decoded(header, chunks, promote, upload, valid, len(data) - valid)
