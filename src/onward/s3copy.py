@@ -241,7 +241,8 @@ def verify_parts(
 
 def find_orphan(sink: S3UploadSink, loaded: Decoded) -> proto.S3Upload | None:
     """The upload an earlier run created but was killed before journaling: the newest upload for the
-    key begun since the journal was made (its parts are compared with the file before any is kept)."""
+    key that holds no part or was begun since the journal was made (``find_uploads``); its parts are
+    compared with the file before any is kept, so adopting one never puts foreign bytes in the object."""
     header = loaded.header
     found = sink.find_uploads(header.created - ORPHAN_SLACK)
     if not found:
@@ -294,8 +295,7 @@ def download(src: str, dst: str, opts: Options, listeners: Sequence[Listener] = 
         if stored is not None:
             check_stored(read, size, stored, source.name)
 
-    run_opts = opts._replace(chunk_size=max(opts.chunk_size, 8 * MiB))
-    return Transfer(source, sink, LocalJournal(path), run_opts, listeners, final_check=check).run()
+    return Transfer(source, sink, LocalJournal(path), opts, listeners, final_check=check).run()
 
 
 def check_stored(

@@ -381,6 +381,7 @@ class S3UploadSink:
                 UploadId=binding.upload_id,
                 PartNumber=number,
                 Body=body,
+                ChecksumAlgorithm=proto.CHECKSUMS[self.checksum][0],
                 **{param: checksum},
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -434,7 +435,13 @@ class S3UploadSink:
     def _put_object(self) -> None:
         param = _checksum_param(self.checksum)
         checksum = proto.checksum_of(self.checksum, self._body)
-        answer = self._call("uploading", self._client.put_object, Body=self._body, **{param: checksum})
+        answer = self._call(
+            "uploading",
+            self._client.put_object,
+            Body=self._body,
+            ChecksumAlgorithm=proto.CHECKSUMS[self.checksum][0],
+            **{param: checksum},
+        )
         self.sent += len(self._body)
         echoed = answer.get(param)
         if echoed is not None and echoed != checksum:
@@ -489,19 +496,19 @@ class S3UploadSink:
             marker = following
 
     def find_uploads(self, since: float) -> list[str]:
-        """Upload IDs for this key initiated at or after ``since`` (Unix time), newest first."""
+        """Upload IDs for this key that hold no part or were initiated at or after ``since`` (Unix
+        time), newest first; at most 10 are looked at (a store may date them wrongly: moto does)."""
         found: list[tuple[float, str]] = []
         params: dict[str, str] = {"Prefix": self.target.key}
-        for _ in range(1000):  # pages; bounded
+        for _ in range(100):  # pages; bounded
             try:
                 page = self._client.list_multipart_uploads(Bucket=self.target.bucket, **params)
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
                 raise translate(exc, self.name, "listing unfinished uploads", source=False) from None
             for item in page.get("Uploads", []):
                 when = item.get("Initiated")
-                stamp = when.timestamp() if when is not None else 0.0
-                if item.get("Key") == self.target.key and stamp >= since:
-                    found.append((stamp, str(item["UploadId"])))
+                if item.get("Key") == self.target.key:
+                    found.append((when.timestamp() if when is not None else 0.0, str(item["UploadId"])))
             if not page.get("IsTruncated"):
                 break
             params = {
@@ -509,7 +516,17 @@ class S3UploadSink:
                 "KeyMarker": page.get("NextKeyMarker", ""),
                 "UploadIdMarker": page.get("NextUploadIdMarker", ""),
             }
-        return [upload_id for _, upload_id in sorted(found, reverse=True)]
+        chosen = []
+        for stamp, upload_id in sorted(found, reverse=True)[:10]:
+            try:
+                probe = self._client.list_parts(
+                    Bucket=self.target.bucket, Key=self.target.key, UploadId=upload_id, MaxParts=1
+                )
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                continue  # gone meanwhile, or not ours to read
+            if stamp >= since or not probe.get("Parts"):
+                chosen.append(upload_id)
+        return chosen
 
 
 class S3Journal:
@@ -658,18 +675,24 @@ class S3Source:
                 Bucket=self.target.bucket, Key=self.target.key, ChecksumMode="ENABLED"
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            if kind_of(exc) == "no-key" and self._is_prefix():
+            if kind_of(exc) == "no-key" and self._is_prefix(exc):
                 raise SourceError(
                     f"{self.name}: is a prefix (a 'directory'), not an object; use -r to copy what it holds",
                     self.name,
                 ) from None
             raise translate(exc, self.name, "looking at the object", source=True) from None
 
-    def _is_prefix(self) -> bool:
+    def _is_prefix(self, missing: BaseException) -> bool:
+        """Whether the key the store has no object for is a prefix of others (a "directory"); a
+        HEAD's 404 has no body to say whether the object or the bucket is missing: this says."""
         prefix = self.target.key.rstrip("/") + "/"
         try:
             page = self._client.list_objects_v2(Bucket=self.target.bucket, Prefix=prefix, MaxKeys=1)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        except botocore.exceptions.ClientError as exc:
+            if kind_of(exc) == "no-bucket":
+                raise translate(exc, self.name, "listing the bucket", source=True) from None
+            return False
+        except botocore.exceptions.BotoCoreError:
             return False
         return bool(page.get("KeyCount") or page.get("Contents"))
 
