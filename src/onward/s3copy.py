@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 
 import xxhash
@@ -260,6 +261,21 @@ def find_orphan(sink: S3UploadSink, loaded: Decoded) -> proto.S3Upload | None:
         time.time(),
     )
     return binding
+
+
+def abort_unfinished(journal: str) -> None:
+    """``onward clean``: abort the multipart upload an S3 journal names (the store bills its parts
+    until then), with the credentials the environment gives, at the endpoint the journal records."""
+    with open(journal, "rb") as fh:
+        binding, _ = proto.read_s3_records(fh.read())
+    if binding is None:
+        return
+    target = proto.S3Url(binding.bucket, binding.key)
+    aws = urllib.parse.urlsplit(binding.endpoint).hostname or ""
+    given = None if aws.endswith(".amazonaws.com") else binding.endpoint  # AWS: as the region says
+    store = connect(Settings(endpoint_url=given), target.name)
+    sink = S3UploadSink(store, target, read_source=lambda offset, buf: 0, part_size=1, checksum="crc32c")
+    sink.abort(binding)
 
 
 def notice(sink: S3UploadSink, message: str) -> None:

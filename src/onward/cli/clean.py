@@ -16,6 +16,11 @@ from .status import line
 
 def main(args: argparse.Namespace) -> int:
     items = find_unfinished(args.path)
+    if args.path == ".":  # the default: S3 uploads too, which the store bills until they are aborted
+        from ..status import find_uploads
+
+        seen = {i.journal for i in items}
+        items += [u for u in find_uploads() if u.upload_id is not None and u.journal not in seen]
     if not items:
         if not args.json:
             print(f"no unfinished copies under {display(args.path)}")
@@ -42,6 +47,8 @@ def main(args: argparse.Namespace) -> int:
             continue
         if args.json:
             emit_json({"event": "removed", "destination": item.destination, "freed": freed})
+        elif item.upload_id is not None:
+            print(f"aborted multipart upload {item.upload_id} of {item.destination}")
         else:
             print(f"removed the unfinished copy to {display(item.destination)} ({format_size(freed)} freed)")
     return 1 if failed else 0
