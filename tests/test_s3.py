@@ -339,3 +339,17 @@ def test_status_lists_and_clean_aborts_unfinished_uploads(tmp_path: Path, s3_sto
     assert "aborted" in clean.stdout
     assert s3_store.uploads(bucket) == []
     assert journals(tmp_path) == []
+
+
+def test_local_copies_and_help_do_not_import_the_s3_client(tmp_path: Path) -> None:
+    make(tmp_path / "a", 1000)
+    for args in (["--help"], ["copy", str(tmp_path / "a"), str(tmp_path / "b")]):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "onward", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+        assert not {m for m in imported if m.split(".")[0] in ("botocore", "boto3", "crc32c")}, args
