@@ -113,7 +113,7 @@ class S3Url(NamedTuple):
         return not self.key or self.key.endswith("/")
 
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$", re.IGNORECASE)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{2,254}$", re.IGNORECASE)
 
 
 def is_s3_url(text: str) -> bool:

@@ -657,6 +657,9 @@ class S3Source:
         self._head: dict[str, Any] = {}
         self._fresh = False
         self.on_notice: Callable[[str], None] | None = None
+        self._local = threading.local()  # each reading thread's open response (``_cursor``)
+        self._lock = threading.Lock()
+        self._open: list[Any] = []
 
     @classmethod
     def open(cls, store: Store, target: proto.S3Url, *, connections: int = 1) -> S3Source:
@@ -736,37 +739,77 @@ class S3Source:
         return Attributes(None, (ns, ns))
 
     def read_into(self, offset: int, buf: memoryview) -> int:
-        """Fill ``buf`` from ``offset`` with one ranged GET on the recorded ETag (and version);
-        short (0) when the object was replaced, so the engine asks ``identity()`` again."""
+        """Fill ``buf`` from ``offset``; short (0) when the object was replaced, so the engine asks
+        ``identity()`` again. Each thread reads its run of chunks through one open-ended ranged
+        GET on the recorded ETag (and version), chunk after chunk, as ``HttpSource`` does: no
+        round trip between chunks, and a store that reads the whole object for every ranged
+        request (moto) reads it once per run, not once per chunk."""
         if not len(buf):
             return 0
+        cursor = self._cursor(offset)
+        if cursor is None:
+            return 0
+        body, got = cursor[0], 0
+        try:
+            while got < len(buf):
+                piece = body.read(min(1 << 20, len(buf) - got))
+                if not piece:
+                    break
+                buf[got : got + len(piece)] = piece
+                got += len(piece)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            self._drop()
+            raise translate(exc, self.name, f"reading bytes from {offset}", source=True) from None
+        if got < len(buf):
+            self._drop()
+        else:
+            cursor[1] = offset + got
+        return got
+
+    def _cursor(self, offset: int) -> list[Any] | None:
+        """This thread's open response positioned at ``offset`` ([body, position]), or None when
+        the store will not send the recorded object from there (replaced: 412; shorter: 416)."""
+        cursor: list[Any] | None = getattr(self._local, "cursor", None)
+        if cursor is not None and cursor[1] == offset:
+            return cursor
+        self._drop()
         params: dict[str, Any] = {
             "Bucket": self.target.bucket,
             "Key": self.target.key,
-            "Range": f"bytes={offset}-{offset + len(buf) - 1}",
+            "Range": f"bytes={offset}-",
             "IfMatch": self.etag,
         }
         if self.version:
             params["VersionId"] = self.version
         try:
             answer = self._client.get_object(**params)
-            body = answer["Body"]
-            got = 0
-            with contextlib.closing(body):
-                while got < len(buf):
-                    piece = body.read(min(1 << 20, len(buf) - got))
-                    if not piece:
-                        break
-                    buf[got : got + len(piece)] = piece
-                    got += len(piece)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             if kind_of(exc) in ("changed", "no-key") or error_code(exc) == ("InvalidRange", 416):
-                return 0
+                return None
             raise translate(exc, self.name, f"reading bytes from {offset}", source=True) from None
-        expected = f"bytes {offset}-{offset + got - 1}/"
-        if got and not str(answer.get("ContentRange", expected)).startswith(expected):
-            return 0
-        return got
+        body = answer["Body"]
+        if not str(answer.get("ContentRange", "")).startswith(f"bytes {offset}-"):
+            body.close()  # not the bytes asked for: never appended
+            return None
+        cursor = [body, offset]
+        self._local.cursor = cursor
+        with self._lock:
+            self._open.append(body)
+        return cursor
+
+    def _drop(self) -> None:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is not None:
+            self._local.cursor = None
+            with self._lock:
+                if cursor[0] in self._open:
+                    self._open.remove(cursor[0])
+            with contextlib.suppress(Exception):
+                cursor[0].close()
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            bodies, self._open = self._open, []
+        for body in bodies:
+            with contextlib.suppress(Exception):
+                body.close()
