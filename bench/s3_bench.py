@@ -15,13 +15,14 @@ order, each client for each case (upload, download; one connection and four):
   ``pip install awscli`` into a venv of its own if none), with ``max_concurrent_requests = N``;
 - ``rclone copyto`` (Debian's rclone) with ``--s3-upload-concurrency N`` / ``--multi-thread-streams N``.
 
-All use 8 MiB parts. Before every run, untimed: the previous object or file is removed and
-``sync`` runs. Then a resume: each client is SIGKILLed at 90 % of an upload and a download
-and run again; onward's kill comes at its own 90 % progress event, the others' at 90 % of
-their median full time (they print no machine-readable progress). Printed: the re-run's time
-and bytes sent again (onward's from its ``done`` event; the others start over, so the whole
-file), next to a full transfer. The server is a Python program on the same two cores: it,
-not the clients, bounds most of these figures; read the ratios, not the rates.
+All use 8 MiB parts. Before every run, untimed: a fresh server (moto slows down as it
+serves more), the object to download put there, ``sync``. Then a resume: each client is
+SIGKILLed at 90 % of an upload and of a download and run again; onward is killed at its own
+90 % progress event, the others at 90 % of their median full time (they print no progress a
+program can read). Printed: the re-run's time and the bytes it sent again (onward's from its
+``done`` event; the others start over, so the whole file), next to a full transfer. The
+server is a Python program on the same two cores: it, not the clients, bounds most of these
+figures; read the ratios, not the rates.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import precompile
@@ -79,26 +81,9 @@ class Bench:
     def __init__(self, args: argparse.Namespace, scratch: Path) -> None:
         self.size = args.size
         self.scratch = scratch
-        self.server = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.server.stdout is not None
-        port = int(self.server.stdout.readline())
-        self.endpoint = f"http://127.0.0.1:{port}"
-        import boto3
-
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS,
-            aws_secret_access_key=SECRET,
-            region_name="us-east-1",
-        )
-        self.s3.create_bucket(Bucket="bench")
+        self.server: subprocess.Popen[str] | None = None
+        self.endpoint = ""
+        self.s3: Any = None
         self.file = scratch / "data.bin"
         with open(self.file, "wb") as fh:
             for _ in range(0, self.size, 64 * MiB):
@@ -108,24 +93,52 @@ class Bench:
             AWS_ACCESS_KEY_ID=ACCESS,
             AWS_SECRET_ACCESS_KEY=SECRET,
             AWS_DEFAULT_REGION="us-east-1",
-            AWS_ENDPOINT_URL=self.endpoint,
             XDG_STATE_HOME=str(scratch / "state"),
             RCLONE_CONFIG_MOTO_TYPE="s3",
             RCLONE_CONFIG_MOTO_PROVIDER="Other",
-            RCLONE_CONFIG_MOTO_ENDPOINT=self.endpoint,
             RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=ACCESS,
             RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=SECRET,
             RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE="true",
         )
-        # The download source, in 8 MiB parts as every client uploads it.
-        subprocess.run(self.onward(str(self.file), "s3://bench/source", 4), env=self.env, check=True)
         self.aws = find_aws(args.aws, scratch)
         self.down = scratch / "down.bin"
 
+    def start_server(self, with_source: bool) -> None:
+        """A fresh server for every run (moto slows down as it serves more: the same 256 MiB
+        upload took 2.9 s on a new server, 10.9 s on one that had served four transfers), with
+        the bucket and, for a download, the object in 8 MiB parts, put there untimed."""
+        self.close()
+        self.server = subprocess.Popen(
+            [sys.executable, "-c", SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.server.stdout is not None
+        self.endpoint = f"http://127.0.0.1:{int(self.server.stdout.readline())}"
+        self.env.update(AWS_ENDPOINT_URL=self.endpoint, RCLONE_CONFIG_MOTO_ENDPOINT=self.endpoint)
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS,
+            aws_secret_access_key=SECRET,
+            region_name="us-east-1",
+        )
+        self.s3.create_bucket(Bucket="bench")
+        if with_source:
+            parts = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+            self.s3.upload_file(str(self.file), "bench", "source", Config=parts)
+
     def close(self) -> None:
-        if self.server.stdin is not None:
-            self.server.stdin.close()
-        self.server.wait(timeout=30)
+        if self.server is not None:
+            if self.server.stdin is not None:
+                self.server.stdin.close()
+            self.server.wait(timeout=30)
+            self.server = None
 
     def onward(self, src: str, dst: str, n: int) -> list[str]:
         return [sys.executable, "-m", "onward", "copy", "-q", src, dst, "--connections", str(n)]
@@ -163,9 +176,7 @@ class Bench:
         for path in self.scratch.glob("down.bin*"):
             path.unlink()
         shutil.rmtree(self.scratch / "state", ignore_errors=True)
-        self.s3.delete_object(Bucket="bench", Key=f"{client}-{direction}")
-        for upload in self.s3.list_multipart_uploads(Bucket="bench").get("Uploads", []):
-            self.s3.abort_multipart_upload(Bucket="bench", Key=upload["Key"], UploadId=upload["UploadId"])
+        self.start_server(with_source=direction == "down")
         subprocess.run(["sync"], check=True)
 
     def timed(self, cmd: list[str]) -> float:
