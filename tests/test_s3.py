@@ -91,7 +91,10 @@ def test_small_file_goes_in_one_put_with_its_checksum(tmp_path: Path, s3_store: 
 
     assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
     back = tmp_path / "back"
-    assert run(env, "copy", f"s3://{bucket}/s", str(back)).returncode == 0
+    wrong = run(env, "copy", f"s3://{bucket}/s", str(back), "--checksum", "sha256:" + "0" * 64)
+    assert wrong.returncode == 1 and "nothing was promoted" in wrong.stderr and not back.exists()
+    sha = hashlib.sha256(data).hexdigest()
+    assert run(env, "copy", f"s3://{bucket}/s", str(back), "--checksum", f"sha256:{sha}").returncode == 0
     assert back.read_bytes() == data
 
 
@@ -353,3 +356,51 @@ def test_local_copies_and_help_do_not_import_the_s3_client(tmp_path: Path) -> No
         assert proc.returncode == 0, proc.stderr
         imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
         assert not {m for m in imported if m.split(".")[0] in ("botocore", "boto3", "crc32c")}, args
+
+
+def test_throttling_is_retried_with_backoff(
+    tmp_path: Path, s3_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store answers SlowDown (503) to the first UploadParts; the run waits and goes on."""
+    from moto.s3.models import S3Backend
+    from werkzeug.exceptions import HTTPException
+
+    class SlowDown(HTTPException):
+        code = 503
+        description = (
+            "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        )
+
+    env, bucket = s3_env(tmp_path, s3_store), s3_store.bucket()
+    src = tmp_path / "f.bin"
+    data = make(src, 4 * PART)
+    refusals = [0]
+    real = S3Backend.upload_part
+
+    def busy(self: Any, bucket_name: str, multipart_id: str, part_id: int, value: bytes) -> Any:
+        if bucket_name == bucket and refusals[0] < 3:
+            refusals[0] += 1
+            raise SlowDown()
+        return real(self, bucket_name, multipart_id, part_id, value)
+
+    monkeypatch.setattr(S3Backend, "upload_part", busy)
+    result = run(env, "copy", *upload_args(src, f"s3://{bucket}/k"))
+    assert result.returncode == 0, result.stderr
+    assert refusals[0] == 3
+    assert s3_store.get(bucket, "k") == data
+
+
+def test_access_denied_is_a_clear_error(
+    tmp_path: Path, s3_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With authentication on, the store does not know the keys: InvalidAccessKeyId (403)."""
+    from moto import settings
+
+    env, bucket = s3_env(tmp_path, s3_store), s3_store.bucket()
+    make(tmp_path / "f", 100)
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    for args in ([str(tmp_path / "f"), f"s3://{bucket}/k"], [f"s3://{bucket}/k", str(tmp_path / "g")]):
+        result = run(env, "copy", *args)
+        assert result.returncode == 1, result.stderr
+        assert "access denied" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

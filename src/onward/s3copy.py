@@ -21,7 +21,9 @@ from collections.abc import Callable, Sequence
 
 import xxhash
 
+from .checksum import check_digests
 from .core import s3 as proto
+from .core.http import parse_checksum
 from .core.identity import matches
 from .core.journal import Decoded, DecodeError, decode, encode_chunks, encode_start
 from .core.plan import ChunkRecord
@@ -306,8 +308,10 @@ def download(src: str, dst: str, opts: Options, listeners: Sequence[Listener] = 
         source.close()
         raise
     stored = source.stored_checksum
+    given = [parse_checksum(opts.checksum)] if opts.checksum else []
 
     def check(read: Callable[[int, memoryview], int], size: int) -> None:
+        check_digests(read, size, given, path)  # --checksum ALG:HEX
         if stored is not None:
             check_stored(read, size, stored, source.name)
 
