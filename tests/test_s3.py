@@ -404,3 +404,49 @@ def test_access_denied_is_a_clear_error(
         assert result.returncode == 1, result.stderr
         assert "access denied" in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_tree_up_and_back_skips_what_is_there_and_resumes(tmp_path: Path, s3_store: Store) -> None:
+    env, bucket = s3_env(tmp_path, s3_store), s3_store.bucket()
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    files = {
+        "a.txt": make(tree / "a.txt", 100),
+        "sub/big.bin": make(tree / "sub" / "big.bin", SIZE),
+        "sub/c": make(tree / "sub" / "c", 0),
+    }
+    (tree / "link").symlink_to("a.txt")
+    args = ["-r", str(tree), f"s3://{bucket}/p/", "--part-size", str(PART), "--checkpoint-bytes", str(PART)]
+    # Killed in the big file's upload; the re-run skips a.txt, resumes big.bin, sends c.
+    kill_when(env, args, progress_at(KILL_AT))
+    result = run(env, "copy", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    for rel, data in files.items():
+        assert s3_store.get(bucket, f"p/tree/{rel}") == data
+    resumed = [json.loads(x) for x in result.stdout.splitlines()]
+    (big,) = [e for e in resumed if e["event"] == "done" and e["destination"].endswith("big.bin")]
+    assert big["resumed_from"] >= KILL_AT - PART
+    again = run(env, "copy", *args)
+    assert again.returncode == 0, again.stderr
+    assert "0 file(s) copied, 3 already there" in again.stdout
+    # And back, into a new directory, by the trailing-slash rule.
+    back = tmp_path / "back"
+    result = run(env, "copy", "-r", f"s3://{bucket}/p/tree/", str(back))
+    assert result.returncode == 0, result.stderr
+    for rel, data in files.items():
+        assert (back / rel).read_bytes() == data
+    again = run(env, "copy", "-r", f"s3://{bucket}/p/tree/", str(back))
+    assert "0 file(s) copied, 3 already there" in again.stdout
+
+
+def test_tree_with_a_failing_file_copies_the_rest_and_exits_23(tmp_path: Path, s3_store: Store) -> None:
+    env, bucket = s3_env(tmp_path, s3_store), s3_store.bucket()
+    s3_store.client.put_object(Bucket=bucket, Key="p/ok", Body=b"fine")
+    s3_store.client.put_object(Bucket=bucket, Key="p/sub/x", Body=b"x")
+    back = tmp_path / "back"
+    (back / "sub").mkdir(parents=True)
+    (back / "sub" / "x").mkdir()  # a directory where the file must go
+    result = run(env, "copy", "-r", f"s3://{bucket}/p/", str(back))
+    assert result.returncode == 23, result.stderr
+    assert "1 of 2 files" in result.stderr
+    assert (back / "ok").read_bytes() == b"fine"

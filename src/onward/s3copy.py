@@ -29,7 +29,7 @@ from .core.journal import Decoded, DecodeError, decode, encode_chunks, encode_st
 from .core.plan import ChunkRecord
 from .core.upload import state_dir, state_key
 from .endpoints.local import LocalJournal, LocalSink, LocalSource
-from .endpoints.s3 import MemoryJournal, S3Journal, S3Source, S3UploadSink, Settings, connect
+from .endpoints.s3 import MemoryJournal, S3Journal, S3Source, S3UploadSink, Settings, Store, connect
 from .engine import Transfer
 from .errors import DestinationError, IntegrityError, UsageError
 from .events import CopyResult, Event, Listener, Notice, dispatch
@@ -65,7 +65,11 @@ def min_part_size() -> int:
     return int(raw) if raw.isdigit() and int(raw) > 0 else proto.MIN_PART
 
 
-def upload(src: str, dst: str, opts: Options, listeners: Sequence[Listener] = ()) -> CopyResult:
+def upload(
+    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), store: Store | None = None
+) -> CopyResult:
+    """Upload the file ``src`` to ``dst`` (``s3://bucket/key``, or a prefix it goes under);
+    ``store``: a client to reuse (a tree's), else one is made from ``opts``."""
     if opts.checksum is not None:
         raise UsageError(f"{dst}: --checksum checks a copy read back; an upload's parts carry checksums")
     target = target_of(dst)
@@ -77,7 +81,7 @@ def upload(src: str, dst: str, opts: Options, listeners: Sequence[Listener] = ()
             part_size = proto.choose_part_size(size, opts.part_size, min_part_size())
         except ValueError as exc:
             raise UsageError(f"{target.name}: {exc}") from None
-        store = connect(settings(opts), target.name)
+        store = store or connect(settings(opts), target.name)
         sink = S3UploadSink(
             store,
             target,
@@ -288,11 +292,14 @@ def notice(sink: S3UploadSink, message: str) -> None:
 # -- downloads ----------------------------------------------------------------------------------
 
 
-def download(src: str, dst: str, opts: Options, listeners: Sequence[Listener] = ()) -> CopyResult:
+def download(
+    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), store: Store | None = None
+) -> CopyResult:
+    """Download ``src`` (``s3://bucket/key``) to the file or existing directory ``dst``."""
     target = target_of(src)
     if target.is_prefix:
         raise UsageError(f"{target.name}: names a prefix (a 'directory'); use -r to copy what is under it")
-    store = connect(settings(opts), target.name)
+    store = store or connect(settings(opts), target.name)
     source = S3Source.open(store, target, connections=opts.connections)
     try:
         path = dst

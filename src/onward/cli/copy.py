@@ -91,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{target_name(dst)}: an upload sends one file (several files or -r go to a directory)"
             )
+    if args.recursive and any(p[:5].lower() == "s3://" for p in (*sources, dst)):
+        return copy_s3_trees(args, sources, dst)
     if args.recursive or args.delete or args.dereference:
         from .copytree import main as copy_trees
 
@@ -116,3 +118,24 @@ def main(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.stop()
     return 1 if failed else 0
+
+
+def copy_s3_trees(args: argparse.Namespace, sources: list[str], dst: str) -> int:
+    """``onward copy -r DIR s3://bucket/prefix/`` and back (docs/S3.md): one line per file."""
+    from ..options import Options
+    from ..s3tree import copy_tree
+
+    if args.delete or args.dereference:
+        raise UsageError("--delete and -L do not apply to S3 trees yet")
+    opts = Options.build(**options_from(args))
+
+    def per_file() -> list[Listener]:
+        if args.json:
+            return [JsonLines()]
+        return [Notices(), TextProgress()] if args.progress else [Notices()]
+
+    for src in sources:
+        copied, skipped = copy_tree(src, dst, opts, per_file)
+        if not args.quiet and not args.json:
+            print(f"{src} -> {dst}: {copied} file(s) copied, {skipped} already there")
+    return 0

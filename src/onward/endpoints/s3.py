@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -813,3 +813,36 @@ class S3Source:
         for body in bodies:
             with contextlib.suppress(Exception):
                 body.close()
+
+
+# -- trees --------------------------------------------------------------------------------------
+
+
+def list_objects(store: Store, bucket: str, prefix: str, name: str) -> Iterator[tuple[str, int]]:
+    """(key, size) of every object under ``prefix``, all pages, in key order."""
+    params: dict[str, str] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        try:
+            page = store.client.list_objects_v2(**params)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise translate(exc, name, "listing the objects", source=True) from None
+        for item in page.get("Contents", []):
+            yield str(item["Key"]), int(item["Size"])
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+        params["ContinuationToken"] = str(token)
+
+
+def head(store: Store, target: proto.S3Url, part: int | None = None) -> dict[str, Any] | None:
+    """The object's HeadObject answer (with its stored checksum; of one part when ``part`` is
+    given), or None when there is none."""
+    extra: dict[str, Any] = {"PartNumber": part} if part is not None else {}
+    try:
+        return dict(
+            store.client.head_object(Bucket=target.bucket, Key=target.key, ChecksumMode="ENABLED", **extra)
+        )
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        if kind_of(exc) == "no-key":
+            return None
+        raise translate(exc, target.name, "looking at the object", source=False) from None
