@@ -11,8 +11,8 @@ One moto ``ThreadedMotoServer`` (the tests' server) runs in its own process on a
 order, each client for each case (upload, download; one connection and four):
 
 - ``onward copy FILE s3://b/key --connections N`` (and back), from bytecode;
-- ``aws s3 cp`` (awscli from PyPI; ``--aws``, else ``.venv-awscli/bin/aws`` or ``aws`` on PATH;
-  ``pip install awscli`` into a venv of its own if none), with ``max_concurrent_requests = N``;
+- ``aws s3 cp`` (awscli from PyPI; ``--aws``, else bench/out/awscli-venv, made with
+  ``pip install awscli`` when missing), with ``max_concurrent_requests = N``;
 - ``rclone copyto`` (Debian's rclone) with ``--s3-upload-concurrency N`` / ``--multi-thread-streams N``.
 
 All use 8 MiB parts. Before every run, untimed: a fresh server (moto slows down as it
@@ -62,13 +62,12 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
 
 
-def find_aws(given: str | None, scratch: Path) -> str | None:
-    for candidate in (given, str(Path(__file__).resolve().parent.parent / ".venv-awscli/bin/aws")):
+def find_aws(given: str | None) -> str | None:
+    """``--aws``, else awscli in bench/out/awscli-venv, installed there from PyPI when missing."""
+    venv = Path(__file__).resolve().parent / "out" / "awscli-venv"
+    for candidate in (given, str(venv / "bin/aws")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    if shutil.which("aws"):
-        return shutil.which("aws")
-    venv = scratch / "awscli-venv"
     print("installing awscli from PyPI into", venv, flush=True)
     made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True)
     if made.returncode == 0:
@@ -100,7 +99,7 @@ class Bench:
             RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=SECRET,
             RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE="true",
         )
-        self.aws = find_aws(args.aws, scratch)
+        self.aws = find_aws(args.aws)
         self.down = scratch / "down.bin"
 
     def start_server(self, with_source: bool) -> None:

@@ -6,8 +6,9 @@ run stopped continues from its last part or chunk. A file whose copy is already 
 the same size and the same content (the stored whole-object checksum, else the plain MD5
 ETag, else the multipart ETag its parts make, their size asked of the store), is skipped
 after reading it locally: a finished tree re-run sends nothing. Where the tree lands follows
-rsync's trailing-slash rule (``DIR`` makes ``prefix/DIR/...``, ``DIR/`` fills ``prefix/``). A file that fails does not stop
-the tree; the run ends with ``PartialCopyError`` (exit 23) naming each. docs/S3.md.
+rsync's trailing-slash rule (``DIR`` makes ``prefix/DIR/...``, ``DIR/`` fills ``prefix/``). A
+file that fails does not stop the tree; the run ends with ``PartialCopyError`` (exit 23)
+naming each. docs/S3.md.
 """
 
 from __future__ import annotations
