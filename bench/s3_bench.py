@@ -256,6 +256,7 @@ def report(bench: Bench, args: argparse.Namespace) -> int:
                 took = bench.timed(bench.command(client, direction, n))
                 bench.check(client, direction)
                 times.setdefault((client, direction, n), []).append(took)
+                print(f"round {run + 1}: {direction} x{n} {client} {took:.2f} s", flush=True)
     size_mib = bench.size / MiB
     print(f"\n{size_mib:.0f} MiB, {args.runs} round(s), moto on 127.0.0.1; medians (min-max)")
     print(f"{'case':14} {'client':8} {'median s':>9} {'MiB/s':>7} {'min-max':>13} {'onward/this':>11}")
