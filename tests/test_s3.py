@@ -450,3 +450,24 @@ def test_tree_with_a_failing_file_copies_the_rest_and_exits_23(tmp_path: Path, s
     assert result.returncode == 23, result.stderr
     assert "1 of 2 files" in result.stderr
     assert (back / "ok").read_bytes() == b"fine"
+
+
+def test_download_windows_join_without_a_seam(s3_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks that straddle the end of one ranged GET's window continue in the next one."""
+    from onward.core.s3 import S3Url
+    from onward.endpoints import s3 as endpoint
+
+    bucket = s3_store.bucket()
+    data = os.urandom(5 * 1024 * 1024 + 17)
+    s3_store.client.put_object(Bucket=bucket, Key="o", Body=data)
+    monkeypatch.setattr(endpoint, "WINDOW", 1024 * 1024 + 5)
+    store = endpoint.Store(s3_store.client, s3_store.endpoint)
+    source = endpoint.S3Source.open(store, S3Url(bucket, "o"))
+    got = bytearray()
+    buf = memoryview(bytearray(300 * 1024))
+    while len(got) < len(data):
+        n = source.read_into(len(got), buf)
+        assert n > 0
+        got += buf[:n]
+    source.close()
+    assert bytes(got) == data

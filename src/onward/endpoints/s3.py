@@ -43,6 +43,10 @@ from .tus import LOCK_SUFFIX, lock_state
 __all__ = ["MemoryJournal", "S3Journal", "S3Source", "S3UploadSink", "Settings", "connect"]
 
 ReadSource = Callable[[int, memoryview], int]
+# A download's GET asks for at most this much from where it starts: one request serves many chunks,
+# and a store that reads a ranged request's bytes up front (moto) or a worker that stops at the end
+# of its run never pays for more (1 GiB from moto with 4 connections: 28 s open-ended).
+WINDOW = 64 << 20
 
 
 class Settings(NamedTuple):
@@ -740,43 +744,44 @@ class S3Source:
 
     def read_into(self, offset: int, buf: memoryview) -> int:
         """Fill ``buf`` from ``offset``; short (0) when the object was replaced, so the engine asks
-        ``identity()`` again. Each thread reads its run of chunks through one open-ended ranged
-        GET on the recorded ETag (and version), chunk after chunk, as ``HttpSource`` does: no
-        round trip between chunks, and a store that reads the whole object for every ranged
-        request (moto) reads it once per run, not once per chunk."""
-        if not len(buf):
-            return 0
-        cursor = self._cursor(offset)
-        if cursor is None:
-            return 0
-        body, got = cursor[0], 0
+        ``identity()`` again. Each thread reads its run of chunks through ranged GETs of up to
+        ``WINDOW`` bytes on the recorded ETag (and version), chunk after chunk: one round trip per
+        64 MiB, not per chunk, and a store that reads a ranged request's bytes up front (moto)
+        reads each byte once."""
+        got = 0
         try:
             while got < len(buf):
-                piece = body.read(min(1 << 20, len(buf) - got))
+                cursor = self._cursor(offset + got, len(buf) - got)
+                if cursor is None:
+                    break  # replaced (412) or shorter (416): the engine asks identity() again
+                piece = cursor[0].read(min(1 << 20, len(buf) - got))
                 if not piece:
-                    break
+                    window_done = cursor[1] > cursor[2]
+                    self._drop()
+                    if window_done:
+                        continue  # the next window
+                    break  # the object ended
                 buf[got : got + len(piece)] = piece
                 got += len(piece)
+                cursor[1] += len(piece)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             self._drop()
-            raise translate(exc, self.name, f"reading bytes from {offset}", source=True) from None
-        if got < len(buf):
-            self._drop()
-        else:
-            cursor[1] = offset + got
+            raise translate(exc, self.name, f"reading bytes from {offset + got}", source=True) from None
         return got
 
-    def _cursor(self, offset: int) -> list[Any] | None:
-        """This thread's open response positioned at ``offset`` ([body, position]), or None when
-        the store will not send the recorded object from there (replaced: 412; shorter: 416)."""
+    def _cursor(self, offset: int, length: int) -> list[Any] | None:
+        """This thread's open response positioned at ``offset`` ([body, position, last byte]), a
+        new one for the next ``WINDOW`` (at least ``length``) bytes if needed; None when the store
+        will not send the recorded object from there (replaced: 412; shorter: 416)."""
         cursor: list[Any] | None = getattr(self._local, "cursor", None)
-        if cursor is not None and cursor[1] == offset:
+        if cursor is not None and cursor[1] == offset and offset <= cursor[2]:
             return cursor
         self._drop()
+        end = offset + max(WINDOW, length) - 1
         params: dict[str, Any] = {
             "Bucket": self.target.bucket,
             "Key": self.target.key,
-            "Range": f"bytes={offset}-",
+            "Range": f"bytes={offset}-{end}",
             "IfMatch": self.etag,
         }
         if self.version:
@@ -791,7 +796,7 @@ class S3Source:
         if not str(answer.get("ContentRange", "")).startswith(f"bytes {offset}-"):
             body.close()  # not the bytes asked for: never appended
             return None
-        cursor = [body, offset]
+        cursor = [body, offset, end]
         self._local.cursor = cursor
         with self._lock:
             self._open.append(body)
