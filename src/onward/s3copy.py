@@ -29,7 +29,7 @@ from .core.journal import Decoded, DecodeError, decode, encode_chunks, encode_st
 from .core.plan import ChunkRecord
 from .core.upload import state_dir, state_key
 from .endpoints.local import LocalJournal, LocalSink, LocalSource
-from .endpoints.s3 import MemoryJournal, S3Journal, S3Source, S3UploadSink, Settings, Store, connect
+from .endpoints.s3 import S3Journal, S3Source, S3UploadSink, Settings, Store, connect
 from .engine import Transfer
 from .errors import DestinationError, IntegrityError, UsageError
 from .events import CopyResult, Event, Listener, Notice, dispatch
@@ -107,10 +107,12 @@ def upload(
         connections=1,  # the file is read by one thread; the sink sends parts in parallel
         restart=False,
     )
-    if sink.single:
-        return Transfer(source, sink, MemoryJournal(), run_opts, listeners).run()
+    if sink.single:  # one PutObject: no journal a later run could resume (it sends the file again)
+        from .endpoints.batch import MemoryJournal
+
+        return Transfer(source, sink, MemoryJournal(target.name), run_opts, listeners).run()
     try:
-        journal = S3Journal.open(
+        journal = S3Journal.lock(
             state_dir(os.environ, os.path.expanduser("~")), journal_key(source, sink), sink
         )
     except BaseException:

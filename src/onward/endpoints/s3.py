@@ -38,9 +38,9 @@ from ..core.journal import DecodeError, Promote, decode
 from ..errors import DestinationError, IntegrityError, OnwardError, SourceError, TransientError, UsageError
 from . import Attributes
 from .local import LocalJournal
-from .tus import LOCK_SUFFIX, lock_state
+from .tus import LOCK_SUFFIX, UploadJournal, lock_state
 
-__all__ = ["MemoryJournal", "S3Journal", "S3Source", "S3UploadSink", "Settings", "connect"]
+__all__ = ["S3Journal", "S3Source", "S3UploadSink", "Settings", "connect"]
 
 ReadSource = Callable[[int, memoryview], int]
 # A download's GET asks for at most this much from where it starts: one request serves many chunks,
@@ -533,28 +533,27 @@ class S3UploadSink:
         return chosen
 
 
-class S3Journal:
+class S3Journal(UploadJournal):
     """An S3 upload's journal in the state directory (``$XDG_STATE_HOME/onward/uploads``), locked
-    for the run. Every rewrite carries the S3UPLOAD record of the upload the sink is using (if
-    made for the file the new header describes) and the parts it holds; each checkpoint appends
-    the parts acknowledged since the last, before the CHUNK records that claim them."""
+    for the run, written as an upload's (``UploadJournal``). Every rewrite carries the S3UPLOAD
+    record of the upload the sink is using (if made for the file the new header describes) and
+    the parts it holds; each checkpoint appends the parts acknowledged since the last, before
+    the CHUNK records that claim them."""
 
     def __init__(self, directory: str, key: str, sink: S3UploadSink, lock: int) -> None:
+        # Not UploadJournal.__init__: that one binds a tus sink; these are the fields it sets.
         self.directory = directory
         self._journal = LocalJournal(os.path.join(directory, key))
         self.name = self._journal.name
         self._lock_path = os.path.join(directory, key + LOCK_SUFFIX)
-        self._sink = sink
-        sink.record = self.record
+        self._s3 = sink
+        sink.record = self.record_s3
         self._lock = lock
-        self._fd = -1
+        self._append_fd = -1
 
     @classmethod
-    def open(cls, directory: str, key: str, sink: S3UploadSink) -> S3Journal:
+    def lock(cls, directory: str, key: str, sink: S3UploadSink) -> S3Journal:
         return cls(directory, key, sink, lock_state(directory, key, sink.name))
-
-    def read(self) -> bytes | None:
-        return self._journal.read()
 
     def create(self, data: bytes) -> None:
         self._close_appender()
@@ -563,85 +562,24 @@ class S3Journal:
         except DecodeError:
             self._journal.create(data)
             return
-        binding = self._sink.expect(header.identity, header.total_size)
+        binding = self._s3.expect(header.identity, header.total_size)
         extra = b""
         if binding is not None:
-            self._sink.take_fresh()
+            self._s3.take_fresh()
             extra = proto.encode_s3_upload(binding) + proto.encode_parts(
-                [self._sink.parts[n] for n in sorted(self._sink.parts)]
+                [self._s3.parts[n] for n in sorted(self._s3.parts)]
             )
         self._journal.create(data + extra)
 
     def append(self, data: bytes) -> None:
         """Parts, then the CHUNK records claiming them, without waiting for the disk: a journal
         that lags costs nothing but local reads (a resume asks ListParts and compares each part
-        the journal lacks with the file). Only the S3UPLOAD record (``record``) is synced."""
-        self._write(proto.encode_parts(self._sink.take_fresh()) + data, sync=False)
+        the journal lacks with the file). Only the S3UPLOAD record (``record_s3``) is synced."""
+        self._write(proto.encode_parts(self._s3.take_fresh()) + data, sync=False)
 
-    def record(self, upload: proto.S3Upload) -> None:
+    def record_s3(self, upload: proto.S3Upload) -> None:
         """Name a new upload in the journal, durably, before any part is sent to it."""
         self._write(proto.encode_s3_upload(upload), sync=True)
-
-    def _write(self, data: bytes, *, sync: bool) -> None:
-        from ..errors import JournalError
-
-        try:
-            if self._fd < 0:
-                self._fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            if sync:
-                os.fdatasync(self._fd)
-        except OSError as exc:
-            raise JournalError(
-                f"{self.name}: cannot append to the journal: {os.strerror(exc.errno or 0)}; re-run to resume",
-                self.name,
-            ) from None
-
-    def _close_appender(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def remove(self) -> None:
-        self._close_appender()
-        self._journal.remove()
-
-    def close(self) -> None:
-        self._close_appender()
-        self._journal.close()
-        if self._lock >= 0:
-            if not os.path.exists(self.name):  # finished: the lock file goes too, while we hold it
-                with contextlib.suppress(OSError):
-                    os.unlink(self._lock_path)
-            os.close(self._lock)
-            self._lock = -1
-
-
-class MemoryJournal:
-    """The journal of a one-request upload (one PutObject): kept in memory, as there is nothing
-    a later run could resume; a killed run sends the (small) file again."""
-
-    name = "(memory)"
-
-    def __init__(self) -> None:
-        self._data: bytes | None = None
-
-    def read(self) -> bytes | None:
-        return self._data
-
-    def create(self, data: bytes) -> None:
-        self._data = data
-
-    def append(self, data: bytes) -> None:
-        self._data = (self._data or b"") + data
-
-    def remove(self) -> None:
-        self._data = None
-
-    def close(self) -> None:
-        pass
 
 
 # -- downloads ----------------------------------------------------------------------------------
