@@ -35,10 +35,11 @@ from s3_server import (
 __all__ = ["s3_store"]  # the session fixture, used by name
 
 PART = 32 * 1024
-SIZE = 95 * PART + 1234  # 96 parts, the last one short
-# Where a run is killed: the one-page stdout pipe lets a copy run at most about 27 progress events
-# ahead of the test (tests/s3_server.py, kill_when), so a third leaves it well short of the end.
-KILL_AT = SIZE // 3
+SIZE = 191 * PART + 1234  # 192 parts, the last one short
+# Where a run is killed: the copy can run ahead of the test by what the pipe, its stdout buffer and
+# the test's reader hold (about 20 KiB of events, some 80 parts: tests/s3_server.py, kill_when),
+# so an eighth of the way leaves it well short of the end.
+KILL_AT = SIZE // 8
 
 
 def make(path: Path, size: int = SIZE) -> bytes:
@@ -244,7 +245,7 @@ def test_killed_during_complete_multipart_upload(
 
 def test_more_than_1000_parts_resume(tmp_path: Path, s3_store: Store) -> None:
     env, bucket = s3_env(tmp_path, s3_store), s3_store.bucket()
-    part, count = 4096, 1200
+    part, count = 4096, 1400
     src = tmp_path / "f.bin"
     data = make(src, part * count - 7)
     args = [str(src), f"s3://{bucket}/k", "--part-size", str(part), "--checkpoint-bytes", str(64 * part)]
@@ -257,24 +258,24 @@ def test_more_than_1000_parts_resume(tmp_path: Path, s3_store: Store) -> None:
 
 def test_download_killed_and_resumed(tmp_path: Path, s3_store: Store) -> None:
     env, bucket = s3_env(tmp_path, s3_store), s3_store.bucket()
-    data = os.urandom(48 * 1024 * 1024 + 3)
+    data = os.urandom(64 * 1024 * 1024 + 3)
     s3_store.client.put_object(Bucket=bucket, Key="big", Body=data)
     dst = tmp_path / "big"
     args = [f"s3://{bucket}/big", str(dst), "--chunk-size", "512K", "--checkpoint-bytes", "512K"]
-    kill_when(env, args, lambda e: e["event"] == "checkpoint" and e["committed"] >= 8 << 20)
+    kill_when(env, args, lambda e: e["event"] == "checkpoint" and e["committed"] >= 4 << 20)
     result = run(env, "copy", "--json", *args)
     assert result.returncode == 0, result.stderr
     assert dst.read_bytes() == data
-    assert done_event(result.stdout)["resumed_from"] >= 8 << 20
+    assert done_event(result.stdout)["resumed_from"] >= 4 << 20
 
 
 def test_download_of_a_replaced_object_is_never_stitched(tmp_path: Path, s3_store: Store) -> None:
     env, bucket = s3_env(tmp_path, s3_store), s3_store.bucket()
-    s3_store.client.put_object(Bucket=bucket, Key="big", Body=os.urandom(48 * 1024 * 1024))
+    s3_store.client.put_object(Bucket=bucket, Key="big", Body=os.urandom(64 * 1024 * 1024))
     dst = tmp_path / "big"
     args = [f"s3://{bucket}/big", str(dst), "--chunk-size", "512K", "--checkpoint-bytes", "512K"]
-    kill_when(env, args, lambda e: e["event"] == "checkpoint" and e["committed"] >= 8 << 20)
-    new = os.urandom(48 * 1024 * 1024)
+    kill_when(env, args, lambda e: e["event"] == "checkpoint" and e["committed"] >= 4 << 20)
+    new = os.urandom(64 * 1024 * 1024)
     s3_store.client.put_object(Bucket=bucket, Key="big", Body=new)
     result = run(env, "copy", *args)
     assert result.returncode == 0, result.stderr
