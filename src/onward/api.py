@@ -52,6 +52,14 @@ def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **op
         raise SourceError("source path is empty")
     if not dst_path:
         raise DestinationError("destination path is empty")
+    if dst_path[:5].lower() == "s3://" or src_path[:5].lower() == "s3://":
+        from . import s3copy  # botocore only for s3:// URLs
+
+        if dst_path[:5].lower() == "s3://":
+            if looks_like_url(src_path) or src_path[:5].lower() == "s3://":
+                raise UsageError(f"{dst_path}: an S3 upload sends a local file, not {redact_url(src_path)}")
+            return s3copy.upload(src_path, dst_path, opts, listeners)
+        return s3copy.download(src_path, dst_path, opts, listeners)
     if looks_like_url(dst_path):
         from .core.upload import is_upload_url  # here: local copies need not import it
 

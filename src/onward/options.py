@@ -11,6 +11,7 @@ __all__ = ["Options"]
 
 MiB = 1 << 20
 MAX_CONNECTIONS = 16
+S3_CHECKSUMS = ("crc32c", "crc32", "sha256", "sha1")  # the keys of core.s3.CHECKSUMS
 
 
 # Checkpoint intervals (docs/PERFORMANCE.md). Each ``fdatasync`` flushes the disk's write cache,
@@ -43,6 +44,12 @@ class Options(NamedTuple):
     headers: Sequence[tuple[str, str]] = ()  # extra request headers
     content_disposition: bool = False  # into a directory: the server's file name, if safe
     allow_hidden: bool = False  # ... even a dot-file
+    # S3 (s3:// URLs; docs/S3.md). None: as the AWS CLI's configuration and environment say.
+    part_size: int | None = None  # multipart part size (None: 8 MiB, more for files over 78 GiB)
+    checksum_algorithm: str = "crc32c"  # x-amz-checksum-* of every part: crc32c, crc32, sha256, sha1
+    profile: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
 
     @classmethod
     def build(cls, **given: Any) -> Options:
@@ -84,6 +91,10 @@ class Options(NamedTuple):
                 raise UsageError(f"--expect-digest: {exc}") from None
         if not 1 <= self.connections <= MAX_CONNECTIONS:
             raise UsageError(f"connections must be between 1 and {MAX_CONNECTIONS}, not {self.connections}")
+        if self.checksum_algorithm not in S3_CHECKSUMS:
+            raise UsageError(
+                f"--checksum-algorithm: one of {', '.join(S3_CHECKSUMS)}, not {self.checksum_algorithm!r}"
+            )
         if not self.timeout > 0:
             raise UsageError("timeout must be positive")
         for item in self.headers:

@@ -31,6 +31,7 @@ class Unfinished(NamedTuple):
     tree: bool = False  # a directory-tree copy (onward copy -r), shown as one entry
     files: int | None = None  # a tree's regular files
     files_done: int | None = None
+    upload_id: str | None = None  # an S3 multipart upload the store keeps (and bills) until aborted
 
     @property
     def percent(self) -> float | None:
@@ -79,10 +80,23 @@ def _describe(destination: str) -> Unfinished:
         return found._replace(problem="partial without a journal")
     try:
         with open(journal, "rb") as fh:
-            loaded = decode(fh.read())
+            raw = fh.read()
+        loaded = decode(raw)
     except (OSError, DecodeError) as exc:
         return found._replace(problem=f"journal unreadable: {exc}")
     header = loaded.header
+    if header.destination[:5] == "s3://":  # an S3 upload's journal (docs/S3.md): no partial either
+        from .core.s3 import read_s3_records
+
+        binding, _ = read_s3_records(raw)
+        done = header.plan.committed_bytes(loaded.chunks)
+        return found._replace(
+            destination=header.destination,
+            source=header.source,
+            size=header.total_size,
+            done=done,
+            upload_id=binding.upload_id if binding is not None else None,
+        )
     if is_upload_url(header.destination):  # an upload's journal, in the state directory: no partial
         done = header.plan.committed_bytes(loaded.chunks)
         found = found._replace(destination=header.destination)
@@ -129,9 +143,13 @@ def remove_unfinished(item: Unfinished) -> None:
 
         remove_tree(item)
         return
+    if item.destination[:5] == "s3://" and item.journal is not None:
+        from .s3copy import abort_unfinished  # botocore only for S3 uploads
+
+        abort_unfinished(item.journal)  # first: the journal is how onward finds the upload
     fd = -1
     # An upload (journal in the state directory) is locked through a lock file beside its journal.
-    upload = item.journal is not None and is_upload_url(item.destination)
+    upload = item.journal is not None and (is_upload_url(item.destination) or item.destination[:5] == "s3://")
     lock = item.journal.removesuffix(JOURNAL_SUFFIX) + ".onward-lock" if item.journal and upload else None
     tmp = (item.journal or "") + ".tmp" if upload else item.destination + JOURNAL_SUFFIX + ".tmp"
     try:

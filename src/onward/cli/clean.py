@@ -42,6 +42,8 @@ def main(args: argparse.Namespace) -> int:
             continue
         if args.json:
             emit_json({"event": "removed", "destination": item.destination, "freed": freed})
+        elif item.upload_id is not None:
+            print(f"aborted multipart upload {item.upload_id} of {item.destination}")
         else:
             print(f"removed the unfinished copy to {display(item.destination)} ({format_size(freed)} freed)")
     return 1 if failed else 0

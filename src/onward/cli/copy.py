@@ -39,6 +39,14 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("content_disposition", "allow_hidden"):
         if getattr(args, flag, False):
             opts[flag] = True
+    if getattr(args, "part_size", None) is not None:
+        try:
+            opts["part_size"] = parse_size(args.part_size)
+        except ValueError as exc:
+            raise UsageError(f"--part-size: {exc}") from None
+    for flag in ("checksum_algorithm", "profile", "endpoint_url", "region"):
+        if getattr(args, flag, None) is not None:
+            opts[flag] = getattr(args, flag)
     for flag in ("connections", "timeout"):
         if getattr(args, flag) is not None:
             opts[flag] = getattr(args, flag)
@@ -104,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
         from .dryrun import main as dry_run
 
         return dry_run(args, sources, dst, options_from(args))
+    if args.recursive and any(p[:5].lower() == "s3://" for p in (*sources, dst)):
+        return copy_s3_trees(args, sources, dst)
     if args.recursive or args.delete or args.dereference or args.compare_content or args.rules:
         from .copytree import main as copy_trees
 
@@ -129,3 +139,24 @@ def main(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.stop()
     return 1 if failed else 0
+
+
+def copy_s3_trees(args: argparse.Namespace, sources: list[str], dst: str) -> int:
+    """``onward copy -r DIR s3://bucket/prefix/`` and back (docs/S3.md): one line per file."""
+    from ..options import Options
+    from ..s3tree import copy_tree
+
+    if args.delete or args.dereference:
+        raise UsageError("--delete and -L do not apply to S3 trees yet")
+    opts = Options.build(**options_from(args))
+
+    def per_file() -> list[Listener]:
+        if args.json:
+            return [JsonLines()]
+        return [Notices(), TextProgress()] if args.progress else [Notices()]
+
+    for src in sources:
+        copied, skipped = copy_tree(src, dst, opts, per_file)
+        if not args.quiet and not args.json:
+            print(f"{src} -> {dst}: {copied} file(s) copied, {skipped} already there")
+    return 0

@@ -215,6 +215,18 @@ def add_copy(verbs: Any) -> None:
     web.add_argument(
         "--allow-hidden", action="store_true", help="with --content-disposition: accept a dot-file name"
     )
+    s3 = cp.add_argument_group(
+        "S3 (SRC or DST an s3://bucket/key URL; credentials found as the AWS CLI does)"
+    )
+    s3.add_argument("--part-size", metavar="SIZE", help="multipart part size for a new upload (default 8M)")
+    s3.add_argument(
+        "--checksum-algorithm",
+        choices=("crc32c", "crc32", "sha256", "sha1"),
+        help="checksum sent with every part (default crc32c)",
+    )
+    s3.add_argument("--profile", metavar="NAME", help="a profile of ~/.aws/config and credentials")
+    s3.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible store (path-style addressing)")
+    s3.add_argument("--region", metavar="REGION", help="the bucket's region")
     cp.add_argument(
         "--no-preserve",
         metavar="LIST",

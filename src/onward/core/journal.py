@@ -65,6 +65,8 @@ KIND_TREE = 4  # kinds 4-6 belong to tree journals: core/treejournal.py
 KIND_UPLOAD = 7  # the remote upload a journal's chunks are sent to (docs/UPLOAD.md)
 KIND_IN_FLIGHT = 8  # a write to the partial is about to start (unsynced)
 KIND_SEAL = 9  # what the partial looked like right after onward's last write to it (unsynced)
+KIND_S3_UPLOAD = 10  # kinds 10-11: an S3 multipart upload and its parts, read by core/s3.py (docs/S3.md)
+KIND_S3_PART = 11
 
 _PREAMBLE = struct.Struct("<8sHH")
 _FRAME = struct.Struct("<IB")
@@ -302,7 +304,7 @@ def decode(data: bytes) -> Decoded:
                 upload = Upload.from_json(json.loads(payload.decode("utf-8", "surrogateescape")))
             except (ValueError, UnicodeDecodeError):
                 break
-        else:
+        elif kind not in (KIND_S3_UPLOAD, KIND_S3_PART):
             break
         valid = end
     return Decoded(header, chunks, promote, upload, valid, len(data) - valid, seal, in_flight)

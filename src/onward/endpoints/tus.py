@@ -658,25 +658,7 @@ class UploadJournal:
 
     @classmethod
     def open(cls, directory: str, key: str, sink: UploadSink) -> UploadJournal:
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            fd = os.open(
-                os.path.join(directory, key + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
-        except OSError as exc:
-            raise JournalError(
-                f"{directory}: cannot keep upload journals there: {os.strerror(exc.errno or 0)}; "
-                "set XDG_STATE_HOME to a writable directory",
-                directory,
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise DestinationError(
-                f"{sink.name}: another onward is uploading this file there right now; wait for it to finish",
-                sink.name,
-            ) from None
+        fd = lock_state(directory, key, sink.name)
         store = cls(directory, key, sink)
         store._lock = fd
         return store
@@ -755,3 +737,25 @@ class UploadJournal:
                     os.unlink(self._lock_path)
             os.close(self._lock)
             self._lock = -1
+
+
+def lock_state(directory: str, key: str, name: str) -> int:
+    """Lock the upload journal ``key`` in ``directory`` for this run (the directory is made if
+    needed); the locked descriptor, or an error naming ``name`` when another run holds it."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(directory, key + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise JournalError(
+            f"{directory}: cannot keep upload journals there: {os.strerror(exc.errno or 0)}; "
+            "set XDG_STATE_HOME to a writable directory",
+            directory,
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DestinationError(
+            f"{name}: another onward is uploading this file there right now; wait for it to finish", name
+        ) from None
+    return fd
