@@ -555,6 +555,9 @@ class S3Journal(UploadJournal):
         self._lock = lock
         self._append_fd = -1
 
+    def names_an_upload(self) -> bool:
+        return self._s3.binding is not None
+
     @classmethod
     def lock(cls, directory: str, key: str, sink: S3UploadSink) -> S3Journal:
         return cls(directory, key, sink, lock_state(directory, key, sink.name))

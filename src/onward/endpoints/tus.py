@@ -723,9 +723,13 @@ class UploadJournal:
         self._close_appender()
         self._journal.remove()
 
+    def names_an_upload(self) -> bool:
+        """Whether the sink has an upload on the server that a later run could continue."""
+        return self._sink.upload_url is not None
+
     def close(self) -> None:
         self._close_appender()
-        if self._sink.upload_url is None:
+        if not self.names_an_upload():
             # No upload was made (the server refused or was down before one existed): there is
             # nothing to resume, so nothing is left for ``onward status`` to list at 0 %.
             with contextlib.suppress(OnwardError):
