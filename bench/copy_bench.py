@@ -648,7 +648,11 @@ def kill_at(
             if now >= target:
                 proc.send_signal(signal.SIGSTOP)
                 attempts += 1
-                now = os.stat(partial).st_size
+                try:
+                    now = os.stat(partial).st_size
+                except FileNotFoundError:  # renamed onto the final name meanwhile: it finished
+                    proc.send_signal(signal.SIGCONT)
+                    continue
                 writing = last_record_kind(journal) == KIND_IN_FLIGHT
                 flying += writing
                 if in_flight is None or writing == in_flight or attempts >= 20000:
