@@ -541,6 +541,38 @@ def test_a_second_server_on_the_same_directory_is_refused(server: OnwardServer, 
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
+def test_a_port_in_use_is_one_line_exit_1_and_leaves_the_directory_as_it_was(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _cli("serve", str(tmp_path), "--host", HOST, "--port", str(port))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"onward: serve: cannot listen on {HOST}:{port}: Address already in use\n"
+    assert list(tmp_path.iterdir()) == []  # no .onward-uploads left behind
+
+
+def test_an_address_not_on_this_machine_is_one_line_exit_1(tmp_path: Path) -> None:
+    from http_servers import free_port
+
+    port = free_port()
+    done = _cli("serve", str(tmp_path), "--host", "192.0.2.1", "--port", str(port))  # TEST-NET-1: never local
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(f"onward: serve: cannot listen on 192.0.2.1:{port}: ")
+    assert done.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_upload_ids_never_begin_with_a_dash(updir: Path) -> None:
+    from onward.server.protocol import ID_PATTERN
+    from onward.server.store import Store
+
+    store = Store(str(updir / "ids"))
+    ids = [store.new_id() for _ in range(5000)]  # about 78 would begin with "-" if not redrawn
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(ID_PATTERN.fullmatch(i) for i in ids) and len(set(ids)) == len(ids)
+    assert {i[0] for i in ids} >= set("ABCXYZabcxyz0189_")  # every other first character still occurs
+
+
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "onward", *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=cwd)

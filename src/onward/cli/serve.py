@@ -6,10 +6,11 @@ import argparse
 import contextlib
 import os
 import resource
+import socket
 import sys
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import OnwardError, UsageError
 from ..units import parse_size
 
 DEFAULT_PORT = 1080  # tusd's default, so tus clients' examples work unchanged
@@ -142,8 +143,13 @@ def main(args: argparse.Namespace) -> int:
     token = _token(args)
     protocol = guarded_protocol(_protocol_class(args.http), args.header_timeout, args.max_connections)
     _raise_file_limit(args.max_connections)
+    sock = _listen(args.host, args.port)  # before the store: a busy port leaves DIR as it was
     store = Store(args.directory)
-    store.open()  # a busy or unwritable directory is one clear line here, not a startup traceback
+    try:
+        store.open()  # a busy or unwritable directory is one clear line here, not a startup traceback
+    except OnwardError:
+        sock.close()
+        raise
     store.close()
     app = create_app(
         args.directory,
@@ -174,8 +180,28 @@ def main(args: argparse.Namespace) -> int:
         server_header=False,
     )
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 1
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here rather than by uvicorn so that an address in use or not
+    available is one line and exit 1 (uvicorn logs three lines and exits 3)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: cannot resolve the address: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)  # uvicorn's default backlog
+    except OSError as exc:
+        sock.close()
+        raise OnwardError(f"serve: cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _token(args: argparse.Namespace) -> str | None:

@@ -55,7 +55,8 @@ CHECKSUM_ALGORITHMS = {"sha1": "sha1", "sha256": "sha256", "md5": "md5"}
 DIGEST_FIELD_ALGORITHMS = {"sha-256": "sha256", "sha-512": "sha512", "sha": "sha1", "md5": "md5"}
 DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha512": 64, "md5": 16}
 
-# Ids are secrets.token_urlsafe(24): 32 characters of the URL-safe base64 alphabet. Anything
+# Ids are secrets.token_urlsafe(24): 32 characters of the URL-safe base64 alphabet, redrawn when
+# the first is "-" (shell tools would take the id for an option). Anything
 # else never reaches the file system, so "..", "/", NUL or a long name cannot name a path.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
 _DIGITS = re.compile(r"[0-9]{1,19}")

@@ -166,8 +166,11 @@ class Store:
             self._lock_fd = None
 
     def new_id(self) -> str:
+        """A fresh id that never begins with "-" (shell tools would read it as an option)."""
         while True:
             upload_id = secrets.token_urlsafe(24)
+            if upload_id.startswith("-"):
+                continue  # redraw: keeps every remaining id equally likely (about 191 bits)
             if not os.path.exists(self.info_path(upload_id)):
                 return upload_id
 
