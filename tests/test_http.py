@@ -535,21 +535,61 @@ def test_server_that_always_stalls_fails_clearly(tmp_path: Path) -> None:
     assert not (tmp_path / "f").exists()
 
 
+def copy_until_a_mib_is_durable(server: Misbehaving, dst: Path) -> subprocess.Popen[str]:
+    """``onward copy --json`` of the server's file, returned once its first MiB is durable."""
+    proc = subprocess.Popen(
+        [*ONWARD, "copy", "--json", *SMALL, server.url, str(dst)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # bounded: the copy's output ends when it does
+        event = json.loads(line)
+        if event["event"] == "checkpoint" and event["committed"] >= MiB:
+            break
+    return proc
+
+
+def test_ctrl_c_on_a_server_without_ranges_says_it_will_start_over(tmp_path: Path) -> None:
+    """Such a download cannot resume: the interrupt, status and the re-run all say so, and none
+    says "resume" or that the source changed (it did not)."""
+    data, dst = blob(2 * MiB, "norange-int"), tmp_path / "f"
+    with Misbehaving(data, Behaviour(ranges=False, stall_at={1: MiB}, stall_for=8)) as server:
+        proc = copy_until_a_mib_is_durable(server, dst)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        [last] = err.splitlines()[-1:]
+        assert last.endswith(
+            "this server cannot resume a download: running the same command again starts over"
+        )
+        assert "to resume" not in err
+        status = run("status", tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert (
+            "-%" in status.stdout
+            and "its server cannot resume a download: a re-run starts over" in status.stdout
+        )
+        assert ".0%" not in status.stdout  # no share of it is done: a re-run keeps none of it
+        [item] = events(run("status", "--json", tmp_path).stdout)
+        server.behaviour = Behaviour(ranges=False)
+        again, evs = download(server, dst)
+    assert item["percent"] is None and item["restarts"] is True
+    assert again.returncode == 0, again.stderr
+    said = notices(evs)
+    assert "source changed" not in said
+    assert (
+        "nothing changed, but the last run's server cannot resume a download: starting over from zero" in said
+    )
+    assert finished(dst, data)
+
+
 def test_ctrl_c_while_the_server_stalls_stops_at_once(tmp_path: Path) -> None:
     with Misbehaving(blob(2 * MiB, "int"), Behaviour(stall_at={1: MiB}, stall_for=20)) as server:
-        proc = subprocess.Popen(
-            [*ONWARD, "copy", "--json", *SMALL, server.url, str(tmp_path / "f")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ENV,
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:  # wait until the stall: the first MiB is durable
-            event = json.loads(line)
-            if event["event"] == "checkpoint" and event["committed"] >= MiB:
-                break
+        proc = copy_until_a_mib_is_durable(server, tmp_path / "f")
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 import xxhash
 
 from .checksum import FinalCheck
-from .core.identity import Identity, matches
+from .core.identity import Identity, matches, one_response
 from .core.journal import (
     Decoded,
     DecodeError,
@@ -281,9 +281,11 @@ class Transfer:
         total = self.plan.total_size if self.header else 0
         done = self.durable if self.header else 0
         pct = f" ({100 * done // total}%)" if total else ""
+        then = "run the same command again to resume"
+        if self.header and one_response(self.header.identity):
+            then = "this server cannot resume a download: running the same command again starts over"
         return Interrupted(
-            f"{self.sink.name}: interrupted at {format_size(done)} of {format_size(total)}{pct}; "
-            "run the same command again to resume",
+            f"{self.sink.name}: interrupted at {format_size(done)} of {format_size(total)}{pct}; {then}",
             self.sink.name,
             done,
             total,
@@ -403,7 +405,10 @@ class Transfer:
             self.committed, dirty = without(committed, bad), dirty or bool(bad)
             committed, damaged = self.committed, bad
         if not matches(self.header_or_fail().identity, current):
-            self.rebase(current, "the source changed since the last run")
+            why = "the source changed since the last run"
+            if one_response(self.header_or_fail().identity):  # nothing changed: it never could resume
+                why = "nothing changed, but the last run's server cannot resume a download"
+            self.rebase(current, why)
             return
         if not self.sink.can_read_back or why is not None:  # remote: nothing to read (docs/UPLOAD.md)
             bad = []

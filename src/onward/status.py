@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from .core.identity import one_response
 from .core.journal import DecodeError, decode
 from .core.plan import without
 from .core.upload import is_upload_url
@@ -32,12 +33,13 @@ class Unfinished(NamedTuple):
     files: int | None = None  # a tree's regular files
     files_done: int | None = None
     upload_id: str | None = None  # an S3 multipart upload the store keeps (and bills) until aborted
+    restarts: bool = False  # a download its server cannot resume: a re-run starts over
 
     @property
     def percent(self) -> float | None:
         """Bytes done of the size; never 100 while files remain (a failed empty file, say): an
         unfinished copy is not shown as finished."""
-        if self.size is None:
+        if self.size is None or self.restarts:  # nothing of it will be kept: no share is "done"
             return None
         percent = 100.0 if self.size == 0 else 100.0 * self.done / self.size
         if self.files is not None and self.files_done is not None and self.files_done < self.files:
@@ -108,7 +110,8 @@ def _describe(destination: str) -> Unfinished:
         done = plan.committed_bytes(without(chunks, cut))
     # A download whose server gave no length: the header holds the size reached, not the total.
     size = None if header.identity.attrs.get("length") == "unknown" else header.total_size
-    return found._replace(source=header.source, size=size, done=done)
+    restarts = one_response(header.identity)
+    return found._replace(source=header.source, size=size, done=done, restarts=restarts)
 
 
 def find_uploads() -> list[Unfinished]:

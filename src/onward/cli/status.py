@@ -24,6 +24,10 @@ def line(item: Unfinished) -> str:
         return f"   ?%  {'?':>10}  {when}  {destination}  ({display(item.problem)})"
     files = f"  ({item.files_done} of {item.files} files)" if item.files is not None else ""
     source = display(item.source or "?")
+    if item.restarts:  # the percentage would promise a resume that cannot happen
+        size = "?" if item.size is None else format_size(item.size)
+        why = "its server cannot resume a download: a re-run starts over"
+        return f"   -%  {size:>10}  {when}  {source} -> {destination}{files}  ({why})"
     if item.size is None:  # a download whose server gives no length: what it has, of no known total
         return f"   ?%  {format_size(item.done):>10}  {when}  {source} -> {destination}{files}"
     size = format_size(item.size)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-__all__ = ["Identity", "matches"]
+__all__ = ["Identity", "matches", "one_response"]
 
 
 NO_ATTRS: Mapping[str, int | str] = MappingProxyType({})
@@ -46,3 +46,10 @@ def matches(recorded: Identity, current: Identity) -> bool:
         and recorded.size == current.size
         and dict(recorded.attrs) == dict(current.attrs)
     )
+
+
+def one_response(identity: Identity) -> bool:
+    """True for a download only one uninterrupted response can finish (its server gives no byte
+    ranges, no validator or no length): nothing ties a second response to the first, so its partial
+    cannot be resumed and a re-run starts over (``HttpSource`` records the response it read)."""
+    return "response" in identity.attrs

@@ -27,8 +27,8 @@ failure, and when the final URL answers 401, 403, 404 or 410 (a signed URL that
 expired), the next request starts again from the URL the user gave.
 
 Each engine worker thread (one per connection) reads its own contiguous run of
-chunks (``Readahead`` hands them out that way) through a single open-ended
-request (``bytes=OFFSET-``), chunk after chunk, so no round trip is spent
+chunks (``Readahead`` hands them out that way) through a single request for the
+rest of the file (``bytes=OFFSET-LAST``), chunk after chunk, so no round trip is spent
 between chunks, and its body (framed by Content-Length) is read straight from
 the socket into the chunk buffers: h11 parses the headers, the bytes are not
 copied through it (a third of the CPU of a download). A worker that reaches
