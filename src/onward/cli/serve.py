@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import resource
 import socket
@@ -180,6 +181,11 @@ def main(args: argparse.Namespace) -> int:
         server_header=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn names the address only for a socket it binds itself: say it as it would.
+    scheme = "https" if args.certfile else "http"
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on %s://%s (Press CTRL+C to quit)", scheme, _where(args.host, args.port)
+    )
     server.run(sockets=[sock])
     return 0 if server.started else 1
 
@@ -192,7 +198,6 @@ def _listen(host: str, port: int) -> socket.socket:
     except socket.gaierror as exc:
         raise UsageError(f"--host {host}: cannot resolve the address: {exc.strerror}") from None
     family, _, _, _, address = infos[0]
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -200,8 +205,12 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.listen(2048)  # uvicorn's default backlog
     except OSError as exc:
         sock.close()
-        raise OnwardError(f"serve: cannot listen on {where}: {exc.strerror or exc}") from None
+        raise OnwardError(f"serve: cannot listen on {_where(host, port)}: {exc.strerror or exc}") from None
     return sock
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _token(args: argparse.Namespace) -> str | None:
