@@ -93,6 +93,7 @@ class Transfer:
         # that a resume can prove it untouched since (core/trust.py).
         self.sealing = sink.can_read_back
         self._buffer: memoryview | None = None
+        self._zeros: dict[int, bytes] = {}  # the digest of zeros, by length (a chunk, the last one)
 
     def jitter(self) -> float:
         """A random fraction for a retry's delay; ``random`` is imported when a retry needs it."""
@@ -229,7 +230,7 @@ class Transfer:
             if self.source.read_into(0, view) != size:
                 return False
             records.append(ChunkRecord(0, size, digest(view)))
-            self.sink.write(0, view)
+            self.put(0, view, records[0].digest)
             self.pace(size)
             self.sink.sync()
             if self.reads_back and self.check(self.sink.read_into, records):
@@ -543,7 +544,7 @@ class Transfer:
             for chunk in chunks:
                 if chunk.short:
                     break  # the source shrank: verification sees the new identity
-                self.write(chunk.index, chunk.view)
+                self.write(chunk.index, chunk.view, chunk.digest)
                 self.pace(len(chunk.view))
                 chunks.release(chunk.view)
                 self.pending.append(ChunkRecord(chunk.index, len(chunk.view), chunk.digest))
@@ -555,20 +556,39 @@ class Transfer:
                     since, last, base = 0, self.clock(), self.durable
         self.checkpoint()
 
-    def write(self, index: int, view: memoryview) -> None:
+    def write(self, index: int, view: memoryview, chunk_digest: bytes) -> None:
         """Write one chunk between an IN-FLIGHT record and a SEAL record (core/trust.py): one
         unsynced append each and one ``fstat``, so that a resume may trust the partial unread."""
         if not self.sealing:
-            self.sink.write(index * self.plan.chunk_size, view)
+            self.put(index * self.plan.chunk_size, view, chunk_digest)
             return
         try:
             self.journal.note(encode_in_flight(index))
-            self.sink.write(index * self.plan.chunk_size, view)
+            self.put(index * self.plan.chunk_size, view, chunk_digest)
         except BaseException:  # an error, or Ctrl-C: the write is over, whatever it did
             with contextlib.suppress(OnwardError):
                 self.journal.note(self.sealed())
             raise
         self.journal.note(self.sealed())
+
+    def put(self, offset: int, view: memoryview, chunk_digest: bytes) -> None:
+        """Write a chunk to the partial; or, where it lies wholly in a hole of the source
+        (docs/CLI.md, ``--no-sparse``), leave it a hole the partial is extended over. Its record
+        is an ordinary one (the digest of zeros), claimed after the sync that makes that size
+        durable, and read back as any chunk (docs/JOURNAL.md). Only a chunk that read as zeros
+        costs the ``SEEK_DATA``s: for a data chunk the test is one comparison of digests."""
+        if self.opts.sparse and chunk_digest == self.zeros(len(view)):
+            in_hole = getattr(self.source, "in_hole", None)  # local files only
+            leave_hole = getattr(self.sink, "leave_hole", None)
+            if in_hole and leave_hole and in_hole(offset, len(view)) and leave_hole(offset, len(view)):
+                return
+        self.sink.write(offset, view)
+
+    def zeros(self, length: int) -> bytes:
+        """The digest of ``length`` zero bytes (made once per length: a chunk, the last one)."""
+        if length not in self._zeros:
+            self._zeros[length] = digest(memoryview(bytes(length)))
+        return self._zeros[length]
 
     @property
     def reads_back(self) -> bool:
