@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -114,3 +115,19 @@ def test_hole_filled_between_runs_is_copied(
     assert "source changed" in result.stderr  # type: ignore[attr-defined]
     assert dst.read_bytes() == src.read_bytes()
     assert os.stat(dst).st_blocks <= allowed_blocks(src, 64 * 1024)
+
+
+def test_data_punched_out_between_runs_reads_as_zeros(
+    tmp_path: Path, onward_cli: Callable[..., object], onward_kill_midway: Callable[..., int]
+) -> None:
+    """Where the partial holds an earlier run's data and the source now has a hole, the
+    chunk is written as zeros (never left holding the old bytes)."""
+    src, dst = tmp_path / "disk.img", tmp_path / "copy.img"
+    make_sparse(src, 16 * MiB, [(0, 8 * MiB)])
+    onward_kill_midway(src, dst, at=4 * MiB)
+    punched = subprocess.run(["fallocate", "--punch-hole", "-o", str(MiB), "-l", str(MiB), src])
+    assert punched.returncode == 0
+    assert MiB // (64 * 1024) not in data_chunks(src, 64 * 1024)
+    result = onward_cli("copy", "--chunk-size", "64K", src, dst)
+    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert dst.read_bytes() == src.read_bytes()
