@@ -51,11 +51,13 @@ class Scenario:
     recoveries: int = 0  # crash states whose recovery run is traced and explored too
     sample: int | None = None  # fast mode: distinct states checked per run (None: all)
     long_only: bool = False
+    holes: tuple[int, ...] = ()  # chunks the source leaves holes (a sparse source)
 
 
 SCENARIOS = [
     Scenario("5-chunks", 5 * CHUNK + 1234, recoveries=2, sample=110),
     Scenario("empty", 0, sample=40),
+    Scenario("5-chunks-sparse-source", 5 * CHUNK + 1234, recoveries=1, sample=60, holes=(1, 3)),
     Scenario("chunk-minus-1-over-old-destination", CHUNK - 1, old=True, sample=60),
     Scenario("one-byte", 1, long_only=True),
     Scenario("chunk", CHUNK, long_only=True),
@@ -186,8 +188,7 @@ def test_every_crash_state_of_a_traced_copy_keeps_the_promise(
         pytest.skip("long mode only (ONWARD_FAULTS=long)")
     rng = faultlib.rng_for("crash-states", scenario.name)
     src = scratch / "src.bin"
-    data = faultlib.random_bytes(scenario.size, "crash")
-    src.write_bytes(data)
+    data = faultlib.write_source(src, faultlib.random_bytes(scenario.size, "crash"), scenario.holes)
     old = faultlib.random_bytes(2 * CHUNK + 99, "old") if scenario.old else None
     dests = [faultlib.make_dest(scratch / f"w{i}") for i in range(faultlib.WORKERS)]
     dest = dests[0]
