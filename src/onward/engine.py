@@ -573,16 +573,36 @@ class Transfer:
 
     def put(self, offset: int, view: memoryview, chunk_digest: bytes) -> None:
         """Write a chunk to the partial; or, where it lies wholly in a hole of the source
-        (docs/CLI.md, ``--no-sparse``), leave it a hole the partial is extended over. Its record
-        is an ordinary one (the digest of zeros), claimed after the sync that makes that size
-        durable, and read back as any chunk (docs/JOURNAL.md). Only a chunk that read as zeros
-        costs the ``SEEK_DATA``s: for a data chunk the test is one comparison of digests."""
-        if self.opts.sparse and chunk_digest == self.zeros(len(view)):
+        (docs/CLI.md, ``--no-sparse``), leave it a hole the partial is extended over; or, where
+        it is partly a hole, write only its data. Its record is an ordinary one, claimed after
+        the sync that makes that size durable, and read back as any chunk (docs/JOURNAL.md).
+        A chunk that read as zeros costs two ``SEEK_DATA``s; a data chunk one ``SEEK_HOLE``."""
+        if self.opts.sparse:
             in_hole = getattr(self.source, "in_hole", None)  # local files only
             leave_hole = getattr(self.sink, "leave_hole", None)
-            if in_hole and leave_hole and in_hole(offset, len(view)) and leave_hole(offset, len(view)):
-                return
+            if in_hole and leave_hole:
+                if chunk_digest == self.zeros(len(view)):
+                    if in_hole(offset, len(view)) and leave_hole(offset, len(view)):
+                        return
+                elif self.put_data_only(offset, view, leave_hole):
+                    return
         self.sink.write(offset, view)
+
+    def put_data_only(self, offset: int, view: memoryview, leave_hole: Callable[[int, int], bool]) -> bool:
+        """A data chunk with holes in the source: write only its data extents, leave the rest
+        holes. False (nothing written) when it has none, or where a hole of the source did
+        not read as zeros or the partial holds data: then the chunk is written whole."""
+        spans = self.source.data_in(offset, len(view))  # type: ignore[attr-defined]
+        if spans is None:
+            return False
+        cuts = [offset, *(edge for span in spans for edge in span), offset + len(view)]
+        gaps = [(a - offset, b - offset) for a, b in zip(cuts[::2], cuts[1::2], strict=True) if a < b]
+        for a, b in gaps:
+            if view[a:b].tobytes() != bytes(b - a) or not leave_hole(offset + a, b - a):
+                return False
+        for start, end in spans:
+            self.sink.write(start, view[start - offset : end - offset])
+        return True
 
     def zeros(self, length: int) -> bytes:
         """The digest of ``length`` zero bytes (made once per length: a chunk, the last one)."""

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -541,13 +541,14 @@ def random_bytes(size: int, key: object) -> bytes:
     return random.Random(f"onward-faults:{key}:{size}").randbytes(size)
 
 
-def write_source(src: Path, data: bytes, holes: Collection[int] = (), chunk: int = 64 * 1024) -> bytes:
-    """Write ``data`` to ``src``, the chunks numbered in ``holes`` left holes (a sparse
-    source); returns the bytes it then holds."""
+def write_source(src: Path, data: bytes, holes: Iterable[tuple[int, int]] = ()) -> bytes:
+    """Write ``data`` to ``src`` except the byte ranges ``holes`` (start, end; 4 KiB-aligned),
+    left holes (a sparse source); returns the bytes it then holds."""
     with open(src, "wb") as fh:
         fh.truncate(len(data))
-        for start in range(0, len(data), chunk):
-            if start // chunk not in holes:
-                fh.seek(start)
-                fh.write(data[start : start + chunk])
+        at = 0
+        for start, end in [*sorted(holes), (len(data), len(data))]:
+            fh.seek(at)
+            fh.write(data[at:start])
+            at = end
     return src.read_bytes()

@@ -47,7 +47,9 @@ SIZES = {
 LONG_SIZES = {"2-chunks": 2 * CHUNK, "17-chunks": 17 * CHUNK - 1}
 
 
-SPARSE_HOLES = (1, 3)  # the chunks a sparse source leaves holes
+# Byte ranges a sparse source leaves holes: chunk 1 whole, the start of chunk 2, the end of
+# chunk 3 and the start of chunk 4: a hole chunk and three chunks written only in part.
+SPARSE_HOLES = ((CHUNK, 2 * CHUNK + 3 * 4096), (4 * CHUNK - 8192, 4 * CHUNK + 8192))
 
 
 @dataclass(frozen=True)

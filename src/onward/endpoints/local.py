@@ -188,6 +188,21 @@ class LocalSource:
         ``--sparse``'s test, asked only of a chunk that read as zeros."""
         return _data_from(self._io.fd, offset) >= offset + length
 
+    def data_in(self, offset: int, length: int) -> list[tuple[int, int]] | None:
+        """The data extents (start, end) within ``offset`` to ``offset + length``, or None when
+        it is all data: one ``SEEK_HOLE`` for a chunk without holes, asked of every data chunk."""
+        fd, end = self._io.fd, offset + length
+        try:
+            if os.lseek(fd, offset, os.SEEK_HOLE) >= end:
+                return None
+            spans, at = [], offset
+            while (start := _data_from(fd, at)) < end:
+                at = min(os.lseek(fd, start, os.SEEK_HOLE), end)
+                spans.append((start, at))
+        except OSError:
+            return None  # changed under us (shrank), or cannot tell: written whole
+        return spans
+
     def close(self) -> None:
         self._io.close()
 
