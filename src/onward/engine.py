@@ -93,6 +93,7 @@ class Transfer:
         # that a resume can prove it untouched since (core/trust.py).
         self.sealing = sink.can_read_back
         self._buffer: memoryview | None = None
+        self._zeros: dict[int, bytes] = {}  # the digest of zeros, by length (a chunk, the last one)
 
     def jitter(self) -> float:
         """A random fraction for a retry's delay; ``random`` is imported when a retry needs it."""
@@ -229,7 +230,7 @@ class Transfer:
             if self.source.read_into(0, view) != size:
                 return False
             records.append(ChunkRecord(0, size, digest(view)))
-            self.sink.write(0, view)
+            self.put(0, view, records[0].digest)
             self.pace(size)
             self.sink.sync()
             if self.reads_back and self.check(self.sink.read_into, records):
@@ -548,7 +549,7 @@ class Transfer:
             for chunk in chunks:
                 if chunk.short:
                     break  # the source shrank: verification sees the new identity
-                self.write(chunk.index, chunk.view)
+                self.write(chunk.index, chunk.view, chunk.digest)
                 self.pace(len(chunk.view))
                 chunks.release(chunk.view)
                 self.pending.append(ChunkRecord(chunk.index, len(chunk.view), chunk.digest))
@@ -560,20 +561,59 @@ class Transfer:
                     since, last, base = 0, self.clock(), self.durable
         self.checkpoint()
 
-    def write(self, index: int, view: memoryview) -> None:
+    def write(self, index: int, view: memoryview, chunk_digest: bytes) -> None:
         """Write one chunk between an IN-FLIGHT record and a SEAL record (core/trust.py): one
         unsynced append each and one ``fstat``, so that a resume may trust the partial unread."""
         if not self.sealing:
-            self.sink.write(index * self.plan.chunk_size, view)
+            self.put(index * self.plan.chunk_size, view, chunk_digest)
             return
         try:
             self.journal.note(encode_in_flight(index))
-            self.sink.write(index * self.plan.chunk_size, view)
+            self.put(index * self.plan.chunk_size, view, chunk_digest)
         except BaseException:  # an error, or Ctrl-C: the write is over, whatever it did
             with contextlib.suppress(OnwardError):
                 self.journal.note(self.sealed())
             raise
         self.journal.note(self.sealed())
+
+    def put(self, offset: int, view: memoryview, chunk_digest: bytes) -> None:
+        """Write a chunk to the partial; or, where it lies wholly in a hole of the source
+        (docs/CLI.md, ``--no-sparse``), leave it a hole the partial is extended over; or, where
+        it is partly a hole, write only its data. Its record is an ordinary one, claimed after
+        the sync that makes that size durable, and read back as any chunk (docs/JOURNAL.md).
+        A chunk that read as zeros costs two ``SEEK_DATA``s; a data chunk one ``SEEK_HOLE``."""
+        if self.opts.sparse:
+            in_hole = getattr(self.source, "in_hole", None)  # local files only
+            leave_hole = getattr(self.sink, "leave_hole", None)
+            if in_hole and leave_hole:
+                if chunk_digest == self.zeros(len(view)):
+                    if in_hole(offset, len(view)) and leave_hole(offset, len(view)):
+                        return
+                elif self.put_data_only(offset, view, leave_hole):
+                    return
+        self.sink.write(offset, view)
+
+    def put_data_only(self, offset: int, view: memoryview, leave_hole: Callable[[int, int], bool]) -> bool:
+        """A data chunk with holes in the source: write only its data extents, leave the rest
+        holes. False (nothing written) when it has none, or where a hole of the source did
+        not read as zeros or the partial holds data: then the chunk is written whole."""
+        spans = self.source.data_in(offset, len(view))  # type: ignore[attr-defined]
+        if spans is None:
+            return False
+        cuts = [offset, *(edge for span in spans for edge in span), offset + len(view)]
+        gaps = [(a - offset, b - offset) for a, b in zip(cuts[::2], cuts[1::2], strict=True) if a < b]
+        for a, b in gaps:
+            if view[a:b].tobytes() != bytes(b - a) or not leave_hole(offset + a, b - a):
+                return False
+        for start, end in spans:
+            self.sink.write(start, view[start - offset : end - offset])
+        return True
+
+    def zeros(self, length: int) -> bytes:
+        """The digest of ``length`` zero bytes (made once per length: a chunk, the last one)."""
+        if length not in self._zeros:
+            self._zeros[length] = digest(memoryview(bytes(length)))
+        return self._zeros[length]
 
     @property
     def reads_back(self) -> bool:

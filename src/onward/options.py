@@ -38,6 +38,7 @@ class Options(NamedTuple):
     recheck_chunks: int = 4  # committed chunks re-hashed from the partial on resume
     checksum: str | None = None  # "ALG:HEX" the finished copy must match (sha256, sha512, sha1, md5)
     bwlimit: int | None = None  # bytes a second at most (--bwlimit, --limit-rate)
+    sparse: bool = True  # a local source's holes stay holes (--no-sparse: written as zeros)
     # Downloads only (URL sources; see docs/CLI.md):
     connections: int = 1  # parallel ranged requests
     timeout: float = 30.0  # seconds to connect, or to wait for the next bytes

@@ -43,9 +43,10 @@ class UnsizedTransfer(Transfer):
             view = self.buffer[:size]
             got = self.source.read_into(offset, view)
             if got:
-                self.write(offset // size, view[:got])  # between IN-FLIGHT and SEAL, as every copy
+                chunk_digest = digest(view[:got])
+                self.write(offset // size, view[:got], chunk_digest)  # between IN-FLIGHT and SEAL
                 self.pace(got)
-                self.pending.append(ChunkRecord(offset // size, got, digest(view[:got])))
+                self.pending.append(ChunkRecord(offset // size, got, chunk_digest))
                 offset += got
                 self.copied += got
                 since += got

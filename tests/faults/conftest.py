@@ -539,3 +539,16 @@ def run_cases(
 
 def random_bytes(size: int, key: object) -> bytes:
     return random.Random(f"onward-faults:{key}:{size}").randbytes(size)
+
+
+def write_source(src: Path, data: bytes, holes: Iterable[tuple[int, int]] = ()) -> bytes:
+    """Write ``data`` to ``src`` except the byte ranges ``holes`` (start, end; 4 KiB-aligned),
+    left holes (a sparse source); returns the bytes it then holds."""
+    with open(src, "wb") as fh:
+        fh.truncate(len(data))
+        at = 0
+        for start, end in [*sorted(holes), (len(data), len(data))]:
+            fh.seek(at)
+            fh.write(data[at:start])
+            at = end
+    return src.read_bytes()

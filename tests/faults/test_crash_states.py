@@ -39,6 +39,9 @@ import pytest
 
 KiB = 1024
 CHUNK = 16 * KiB  # four pages: writes can be torn at three boundaries
+# Byte ranges a sparse source leaves holes: chunk 1 whole, the start of chunk 2, the end of
+# chunk 3 and the start of chunk 4: a hole chunk and three chunks written only in part.
+SPARSE_HOLES = ((CHUNK, 2 * CHUNK + 4096), (4 * CHUNK - 8192, 4 * CHUNK + 8192))
 FLAGS = ("--json", "--chunk-size", "16K", "--checkpoint-bytes", "32K", "--checkpoint-seconds", "3600")
 
 
@@ -51,11 +54,13 @@ class Scenario:
     recoveries: int = 0  # crash states whose recovery run is traced and explored too
     sample: int | None = None  # fast mode: distinct states checked per run (None: all)
     long_only: bool = False
+    holes: tuple[tuple[int, int], ...] = ()  # byte ranges the source leaves holes (a sparse source)
 
 
 SCENARIOS = [
     Scenario("5-chunks", 5 * CHUNK + 1234, recoveries=2, sample=110),
     Scenario("empty", 0, sample=40),
+    Scenario("5-chunks-sparse-source", 5 * CHUNK + 1234, recoveries=1, sample=60, holes=SPARSE_HOLES),
     Scenario("chunk-minus-1-over-old-destination", CHUNK - 1, old=True, sample=60),
     Scenario("one-byte", 1, long_only=True),
     Scenario("chunk", CHUNK, long_only=True),
@@ -186,8 +191,7 @@ def test_every_crash_state_of_a_traced_copy_keeps_the_promise(
         pytest.skip("long mode only (ONWARD_FAULTS=long)")
     rng = faultlib.rng_for("crash-states", scenario.name)
     src = scratch / "src.bin"
-    data = faultlib.random_bytes(scenario.size, "crash")
-    src.write_bytes(data)
+    data = faultlib.write_source(src, faultlib.random_bytes(scenario.size, "crash"), scenario.holes)
     old = faultlib.random_bytes(2 * CHUNK + 99, "old") if scenario.old else None
     dests = [faultlib.make_dest(scratch / f"w{i}") for i in range(faultlib.WORKERS)]
     dest = dests[0]

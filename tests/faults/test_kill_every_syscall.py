@@ -47,17 +47,24 @@ SIZES = {
 LONG_SIZES = {"2-chunks": 2 * CHUNK, "17-chunks": 17 * CHUNK - 1}
 
 
+# Byte ranges a sparse source leaves holes: chunk 1 whole, the start of chunk 2, the end of
+# chunk 3 and the start of chunk 4: a hole chunk and three chunks written only in part.
+SPARSE_HOLES = ((CHUNK, 2 * CHUNK + 3 * 4096), (4 * CHUNK - 8192, 4 * CHUNK + 8192))
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
     flags: tuple[str, ...] = ()
     old_destination: bool = False  # the destination exists before the copy
     long_only: bool = False
+    sparse: bool = False  # the source has holes (SPARSE_HOLES), kept holes by the copy
 
 
 VARIANTS = [
     Variant("plain"),
     Variant("over-old-destination", old_destination=True),
+    Variant("sparse-source", sparse=True),
     # Several chunks per checkpoint (the time trigger pushed out of reach, so the trace is
     # deterministic): kills between the writes of one checkpoint and its sync.
     Variant(
@@ -75,7 +82,7 @@ def cases() -> list[Any]:
             long_only = variant.long_only or name in LONG_SIZES
             # Fast mode: the plain copy of every size of the issue, and the old-destination
             # variant on the biggest (the other sizes run it in long mode).
-            if variant.old_destination and name != "5-chunks":
+            if (variant.old_destination or variant.sparse) and name != "5-chunks":
                 long_only = True
             marks = [pytest.mark.slow] if long_only else []
             out.append(pytest.param(variant, size, long_only, id=f"{variant.name}-{name}", marks=marks))
@@ -97,7 +104,7 @@ def prepare(faultlib: Any, tmp_path: Path, variant: Variant, size: int, long_onl
         pytest.skip("long mode only (ONWARD_FAULTS=long)")
     src = tmp_path / "src.bin"
     data = faultlib.random_bytes(size, "kill")
-    src.write_bytes(data)
+    data = faultlib.write_source(src, data, SPARSE_HOLES if variant.sparse else ())
     old = faultlib.random_bytes(3 * CHUNK + 7, "old") if variant.old_destination else None
     flags = [*FLAGS, *variant.flags]
     setup = Setup(src, data, flags, old, [], tmp_path)

@@ -30,6 +30,8 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
                 opts["bwlimit"] = parse_size(text + unit if text.strip().isdigit() else text)
             except ValueError as exc:
                 raise UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
+    if not getattr(args, "sparse", True):
+        opts["sparse"] = False
     if args.checkpoint_seconds is not None:
         opts["checkpoint_seconds"] = args.checkpoint_seconds
     if args.retries is not None:

@@ -196,6 +196,15 @@ def add_copy(verbs: Any) -> None:
         "--limit-rate", metavar="RATE", help="the same, as curl: a plain number is bytes a second"
     )
     cp.add_argument(
+        "--no-sparse",
+        dest="sparse",
+        action="store_false",
+        help="write a local source's holes as zeros (default: keep them holes, as cp and rsync -S)",
+    )
+    cp.add_argument(
+        "-S", "--sparse", dest="sparse", action="store_true", help="keep holes (the default; as rsync -S)"
+    )
+    cp.add_argument(
         "--expect-digest",
         metavar="ALG:HEX",
         help="the finished copy must have this sha256, sha512, sha1 or md5 digest",

@@ -8,6 +8,7 @@ rename is atomic, and visible to ``ls`` so an unfinished copy is never a secret.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -182,8 +183,38 @@ class LocalSource:
         except OSError as exc:
             raise from_oserror(exc, self.name, "read", source=True) from None
 
+    def in_hole(self, offset: int, length: int) -> bool:
+        """Whether ``offset`` to ``offset + length`` lies wholly in a hole (one ``SEEK_DATA``):
+        ``--sparse``'s test, asked only of a chunk that read as zeros."""
+        return _data_from(self._io.fd, offset) >= offset + length
+
+    def data_in(self, offset: int, length: int) -> list[tuple[int, int]] | None:
+        """The data extents (start, end) within ``offset`` to ``offset + length``, or None when
+        it is all data: one ``SEEK_HOLE`` for a chunk without holes, asked of every data chunk."""
+        fd, end = self._io.fd, offset + length
+        try:
+            if os.lseek(fd, offset, os.SEEK_HOLE) >= end:
+                return None
+            spans, at = [], offset
+            while (start := _data_from(fd, at)) < end:
+                at = min(os.lseek(fd, start, os.SEEK_HOLE), end)
+                spans.append((start, at))
+        except OSError:
+            return None  # changed under us (shrank), or cannot tell: written whole
+        return spans
+
     def close(self) -> None:
         self._io.close()
+
+
+def _data_from(fd: int, offset: int) -> int:
+    """Where the first data at or after ``offset`` starts (``SEEK_DATA``); past the end: the end."""
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no data from there to the end of the file
+            return max(offset, os.fstat(fd).st_size)
+        return offset  # the file system cannot tell: assume data (the chunk is written)
 
 
 class LocalSink:
@@ -266,6 +297,21 @@ class LocalSink:
             return self._io.read(offset, buf)
         except OSError as exc:
             self._fail(exc, "read back")
+
+    def leave_hole(self, offset: int, length: int) -> bool:
+        """Keep ``offset`` to ``offset + length`` a hole instead of writing its zeros: True when
+        the partial holds no data there (it is then extended to cover it, so that it reads as
+        zeros); False when it does (an earlier run's bytes): the zeros must be written."""
+        end = offset + length
+        try:
+            size = os.fstat(self._fd).st_size
+            if offset < size and _data_from(self._fd, offset) < min(end, size):
+                return False
+            if size < end:
+                os.ftruncate(self._fd, end)
+        except OSError as exc:
+            self._fail(exc, "extend")
+        return True
 
     def truncate(self, size: int) -> None:
         try:
