@@ -465,3 +465,9 @@ def test_clean_without_a_terminal_refuses_and_removes_nothing(interrupted, onwar
     assert len(lines) == 1 and lines[0].startswith("onward:") and "--yes" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_serve_help_says_the_completion_command_runs_without_a_shell(onward_cli) -> None:
+    proc = onward_cli("serve", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "runs without a shell: no pipes, redirections or variables" in " ".join(proc.stdout.split())

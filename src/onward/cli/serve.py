@@ -92,7 +92,9 @@ def add_parser(verbs: Any) -> None:
     sv.add_argument(
         "--on-complete",
         metavar="CMD",
-        help="run CMD with the finished file's path appended (and ONWARD_UPLOAD_* in the environment)",
+        help="run CMD with the finished file's path appended (and ONWARD_UPLOAD_* in the environment); "
+        "CMD is split into words as a shell would but runs without a shell: no pipes, redirections "
+        "or variables (for those, name a script, or use sh -c '...')",
     )
     sv.add_argument(
         "--hook-timeout",
