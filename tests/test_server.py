@@ -563,7 +563,7 @@ def test_an_address_not_on_this_machine_is_one_line_exit_1(tmp_path: Path) -> No
 
 
 def test_upload_ids_never_begin_with_a_dash(updir: Path) -> None:
-    from onward.server.protocol import ID_PATTERN
+    from onward.server.headers import ID_PATTERN
     from onward.server.store import Store
 
     store = Store(str(updir / "ids"))

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from onward.server import AuthRequest, FinishedUpload, create_app
-from onward.server.protocol import Reject, parse_concat, parse_metadata, parse_sf_boolean, valid_id
+from onward.server.headers import Reject, parse_concat, parse_metadata, parse_sf_boolean, valid_id
 from onward.server.store import Store
 
 TUS = {"Tus-Resumable": "1.0.0"}

@@ -8,6 +8,7 @@ beside them, and a completion hook runs for each. Details: docs/SERVER.md.
 
 from __future__ import annotations
 
-from .app import AuthRequest, FinishedUpload, ServerOptions, UploadServer, create_app
+from .app import UploadServer, create_app
+from .options import AuthRequest, FinishedUpload, ServerOptions
 
 __all__ = ["AuthRequest", "FinishedUpload", "ServerOptions", "UploadServer", "create_app"]

@@ -9,7 +9,7 @@ import shlex
 import subprocess
 from collections.abc import Callable
 
-from .app import FinishedUpload
+from .options import FinishedUpload
 
 __all__ = ["command_hook"]
 

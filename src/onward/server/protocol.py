@@ -1,224 +1,553 @@
-"""The decisions of the upload server, as pure functions of header strings and numbers.
+"""The decisions of the upload server, as pure functions: a parsed request and an upload's record
+in, a response value (status, headers, body) or a plan of what to do out.
 
-Two protocols share one upload model (an offset that only grows, a length that may
-be unknown until the end, a completeness flag):
-
-- tus 1.0.0 (tus.io), recognised by ``Tus-Resumable``; its extensions creation,
-  creation-with-upload, creation-defer-length, expiration, checksum, termination
-  and concatenation.
-- draft-ietf-httpbis-resumable-upload, recognised by ``Upload-Draft-Interop-Version``
-  (8, and 6 for tus-js-client's ``ietf-draft-05`` mode). Its fields are Structured
-  Fields (RFC 8941): ``Upload-Complete: ?1``, ``Upload-Offset: 42``; "other values
-  MUST cause the entire header field to be ignored", so a malformed one reads as absent.
-
-Nothing here touches a socket, a file or a clock: ``onward.server.app`` asks and acts.
+As h11 separates the rules of HTTP/1.1 from sockets, this module holds every rule of
+tus 1.0.0 and draft-ietf-httpbis-resumable-upload the server applies: which requests are
+allowed, which offsets and lengths are consistent, when an upload is complete, which
+status answers what, and which headers describe an upload. A refusal is raised as
+``Reject`` (``refusal`` turns it into the response). Nothing here touches a socket, a file
+or a clock (``now`` is an argument): ``onward.server.app`` asks and carries out.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
+import email.utils
+import enum
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from .headers import (
+    CHECKSUM_ALGORITHMS,
+    IETF_VERSIONS,
+    TUS_EXTENSIONS,
+    TUS_VERSION,
+    Checksum,
+    Reject,
+    digest_field,
+    parse_checksum,
+    parse_concat,
+    parse_metadata,
+    parse_sf_boolean,
+    parse_sf_integer,
+    parse_tus_integer,
+    valid_id,
+)
+from .storage import Upload
 
 __all__ = [
-    "CHECKSUM_ALGORITHMS",
-    "ID_PATTERN",
-    "IETF_VERSIONS",
-    "TUS_EXTENSIONS",
-    "TUS_VERSION",
-    "Checksum",
-    "Reject",
-    "parse_checksum",
-    "parse_concat",
-    "parse_metadata",
-    "parse_sf_boolean",
-    "parse_sf_integer",
-    "parse_tus_integer",
-    "valid_id",
+    "Action",
+    "Answer",
+    "Append",
+    "BodyEnd",
+    "Creation",
+    "Request",
+    "Rules",
+    "after_body",
+    "appended",
+    "cors_headers",
+    "created",
+    "data_limit",
+    "deleted",
+    "final_length",
+    "gate",
+    "ietf_completion",
+    "ietf_creation",
+    "ietf_patch",
+    "interim_headers",
+    "live",
+    "refusal",
+    "route",
+    "state",
+    "tus_creation",
+    "tus_creation_data",
+    "tus_patch",
 ]
 
-TUS_VERSION = "1.0.0"
-TUS_EXTENSIONS = (
-    "creation",
-    "creation-with-upload",
-    "creation-defer-length",
-    "expiration",
-    "checksum",
-    "termination",
-    "concatenation",
+TUS_CONTENT_TYPE = "application/offset+octet-stream"
+IETF_CONTENT_TYPE = "application/partial-upload"
+PROBLEM = "https://iana.org/assignments/http-problem-types#"
+EXPOSED = (
+    "Location, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Defer-Length, Upload-Concat, "
+    "Upload-Expires, Upload-Complete, Upload-Limit, Upload-Draft-Interop-Version, Tus-Resumable, "
+    "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm"
 )
-IETF_VERSIONS = frozenset({6, 8})
-# Upload-Checksum algorithm names (tus checksum extension) -> hashlib names.
-CHECKSUM_ALGORITHMS = {"sha1": "sha1", "sha256": "sha256", "md5": "md5"}
-# Content-Digest / Repr-Digest (RFC 9530) names -> hashlib names.
-DIGEST_FIELD_ALGORITHMS = {"sha-256": "sha256", "sha-512": "sha512", "sha": "sha1", "md5": "md5"}
-DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha512": 64, "md5": 16}
-
-# Ids are secrets.token_urlsafe(24): 32 characters of the URL-safe base64 alphabet, redrawn when
-# the first is "-" (shell tools would take the id for an option). Anything
-# else never reaches the file system, so "..", "/", NUL or a long name cannot name a path.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
-_DIGITS = re.compile(r"[0-9]{1,19}")
-_SF_INTEGER = re.compile(r"[0-9]{1,15}")  # RFC 8941: at most 15 digits
-_META_KEY = re.compile(r"[^\s,]+")
-MAX_METADATA = 16 * 1024  # bytes of Upload-Metadata accepted; tusd and @tus/server have similar caps
-# A final concatenation copies every part it names: naming one partial many times multiplies
-# the writes of one small request. A few repeats are allowed (a file may repeat a block).
-MAX_PART_REPEATS = 4
-MAX_PARTS = 1024
+ALLOWED_HEADERS = (
+    "Authorization, Content-Type, Content-Digest, Repr-Digest, Upload-Offset, Upload-Length, "
+    "Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Checksum, Upload-Complete, "
+    "Upload-Draft-Interop-Version, Tus-Resumable, X-HTTP-Method-Override, X-Requested-With"
+)
+METHODS = "POST, PUT, HEAD, PATCH, DELETE, OPTIONS"
+Headers = tuple[tuple[str, str], ...]
 
 
-@dataclass(eq=False)  # not frozen: the exception machinery sets __traceback__
-class Reject(Exception):
-    """A request the server refuses: the status to answer and one line saying why."""
+@dataclass(frozen=True)
+class Request:
+    """A request as the rules see it."""
+
+    method: str  # after X-HTTP-Method-Override
+    target: str  # "" for the collection, else what follows the base path
+    headers: Mapping[str, str]  # lower-case names, repeated fields joined by ", "
+    ietf: int | None = None  # Upload-Draft-Interop-Version; None for tus
+
+    @classmethod
+    def of(cls, method: str, target: str, headers: Mapping[str, str]) -> Request:
+        version = headers.get("upload-draft-interop-version")
+        ietf = parse_sf_integer(version) if version is not None else None
+        if method == "POST" and "x-http-method-override" in headers:
+            method = headers["x-http-method-override"].strip().upper()
+        return cls(method, target, headers, ietf)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def body_length(self) -> int | None:
+        """Content-Length; 0 without a body, None for a chunked one (known only as it arrives)."""
+        value = self.header("content-length")
+        if value is None:
+            return None if "transfer-encoding" in self.headers else 0
+        try:
+            return int(value)
+        except ValueError:
+            raise Reject(400, "Content-Length is not a number") from None
+
+    def media_type(self) -> str:
+        """Content-Type without its parameters, as sent."""
+        return (self.header("content-type") or "").split(";")[0].strip()
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The server's settings the decisions depend on."""
+
+    base: str = "/files/"  # where uploads live, with both slashes
+    max_size: int | None = None
+    expire_after: float = 24 * 3600.0
+
+    def check_size(self, length: int | None) -> None:
+        if length is not None and self.max_size is not None and length > self.max_size:
+            raise Reject(413, f"the upload is larger than this server accepts ({self.max_size} bytes)")
+
+    def limits(self, upload: Upload | None, now: float) -> str:
+        """``Upload-Limit``: the size cap and the seconds left (for a new upload, all of them)."""
+        parts = [] if self.max_size is None else [f"max-size={self.max_size}"]
+        age = self.expire_after if upload is None else upload.expires - now
+        parts.append(f"max-age={max(0, int(age))}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response: status, headers (CORS ones are the app's), body."""
 
     status: int
-    reason: str
-    problem: str | None = None  # an RFC 9457 problem type for the IETF protocol
-    members: tuple[tuple[str, int], ...] = ()  # extra members of that problem
-    headers: tuple[tuple[str, str], ...] = ()  # extra response headers
+    headers: Headers = ()
+    body: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Checksum:
-    """A digest the content of one request must have (``Upload-Checksum`` or ``Content-Digest``)."""
+class Action(enum.Enum):
+    """What a request to the upload collection or to one upload asks for."""
 
-    algorithm: str  # hashlib name
-    digest: bytes
-    mismatch_status: int  # 460 for tus (Checksum Mismatch), 400 for Content-Digest
-
-
-def valid_id(text: str) -> bool:
-    return ID_PATTERN.fullmatch(text) is not None
+    CREATE_TUS = "create-tus"
+    CREATE_IETF = "create-ietf"
+    HEAD = "head"
+    PATCH = "patch"
+    DELETE = "delete"
 
 
-def parse_tus_integer(value: str | None, name: str) -> int | None:
-    """A tus non-negative integer header (``Upload-Offset``, ``Upload-Length``); None when absent."""
-    if value is None:
-        return None
-    if not _DIGITS.fullmatch(value.strip()):
-        raise Reject(400, f"{name} must be a non-negative integer, not {value[:40]!r}")
-    return int(value)
+class BodyEnd(enum.Enum):
+    """How the streaming of a request body ended."""
+
+    DONE = "done"
+    ENDED = "ended"  # a newer request to the same upload took over
+    TIMEOUT = "timeout"
+    DISCONNECT = "disconnect"
+    TOO_LONG = "too-long"  # more bytes than the upload's length (none of them kept)
+    BAD_CHECKSUM = "bad-checksum"  # all arrived, digest wrong (none of them kept)
 
 
-def parse_sf_integer(value: str | None) -> int | None:
-    """A Structured Field Integer that must be non-negative; None when absent or malformed."""
-    if value is None:
-        return None
-    text = value.strip()
-    return int(text) if _SF_INTEGER.fullmatch(text) else None
+@dataclass(frozen=True)
+class Creation:
+    """A new upload to make, and the data its creation request carries."""
+
+    length: int | None
+    metadata: dict[str, str | None]
+    body: int | None = 0  # bytes of data announced: 0 none, None not known yet (chunked)
+    concat: str | None = None  # "partial" or "final"
+    parts: tuple[str, ...] = ()  # the ids a final upload concatenates
+    checksum: Checksum | None = None
+    complete: bool | None = None  # IETF Upload-Complete; None for tus
+    content_type: str | None = None
+    repr_digest: tuple[str, str] | None = None  # (hashlib name, hex digest)
 
 
-def parse_sf_boolean(value: str | None) -> bool | None:
-    """A Structured Field Boolean (``?1`` / ``?0``); None when absent or malformed."""
-    if value is None:
-        return None
-    text = value.strip()
-    return {"?1": True, "?0": False}.get(text)
+@dataclass(frozen=True)
+class Append:
+    """Data to stream onto an upload: what it must hash to, where it must stop, what it sets."""
+
+    limit: int | None  # the offset the data may not pass
+    checksum: Checksum | None = None
+    new_length: int | None = None  # a deferred length this request sets (recorded once its data is)
+    complete: bool | None = None  # IETF Upload-Complete; None for tus
 
 
-def parse_metadata(value: str | None) -> dict[str, str | None]:
-    """``Upload-Metadata``: ``key base64value`` pairs separated by commas; keys unique, values
-    optional. Returns the base64 text as sent (decoded values are the client's business, and
-    may not be UTF-8); raises ``Reject(400)`` on anything malformed."""
-    if value is None or not value.strip():
-        return {}
-    if len(value) > MAX_METADATA:
-        raise Reject(400, f"Upload-Metadata is longer than {MAX_METADATA} bytes")
-    out: dict[str, str | None] = {}
-    for pair in value.split(","):
-        parts = pair.strip().split(" ")
-        if len(parts) > 2 or not _META_KEY.fullmatch(parts[0]):
-            raise Reject(400, "Upload-Metadata must be comma-separated 'key base64value' pairs")
-        key = parts[0]
-        if key in out:
-            raise Reject(400, f"Upload-Metadata repeats the key {key!r}")
-        raw = parts[1] if len(parts) == 2 else None
-        if raw is not None:
-            try:
-                base64.b64decode(raw, validate=True)
-            except (binascii.Error, ValueError):
-                raise Reject(400, f"Upload-Metadata value of {key!r} is not base64") from None
-        out[key] = raw
-    return out
+# --- before anything: the protocol, OPTIONS, routing ---------------------------------------
 
 
-def parse_checksum(upload_checksum: str | None, content_digest: str | None) -> Checksum | None:
-    """The digest this request's content must have: tus ``Upload-Checksum: ALG BASE64`` or
-    RFC 9530 ``Content-Digest: sha-256=:BASE64:``; None when neither is sent."""
-    if upload_checksum is not None:
-        alg, _, raw = upload_checksum.strip().partition(" ")
-        if alg.lower() not in CHECKSUM_ALGORITHMS:
-            supported = ",".join(CHECKSUM_ALGORITHMS)
-            raise Reject(400, f"Upload-Checksum algorithm {alg[:20]!r} is not supported ({supported})")
-        algorithm = CHECKSUM_ALGORITHMS[alg.lower()]
-        digest = _b64(raw)
-        if digest is None or len(digest) != DIGEST_SIZES[algorithm]:
-            raise Reject(400, "Upload-Checksum must be 'ALGORITHM BASE64-DIGEST'")
-        return Checksum(algorithm, digest, 460)
-    if content_digest is not None:
-        found = digest_field(content_digest)
-        if found is None:
-            raise Reject(400, "Content-Digest names no algorithm this server knows (sha-256, sha-512)")
-        return Checksum(found[0], found[1], 400)
+def gate(request: Request, rules: Rules, cors: bool) -> Answer | None:
+    """The answer to a request that needs no upload (OPTIONS, a missing Tus-Resumable), else None
+    when the request may go on; raises ``Reject`` for a bad protocol version."""
+    if request.method == "OPTIONS":
+        if cors and "access-control-request-method" in request.headers:
+            allow = request.header("access-control-request-headers") or ALLOWED_HEADERS
+            preflight = (
+                ("Access-Control-Allow-Methods", METHODS),
+                ("Access-Control-Allow-Headers", allow),
+                ("Access-Control-Max-Age", "86400"),
+            )
+            return Answer(204, preflight)
+        return Answer(204, capabilities(rules))
+    if request.ietf is None and "upload-draft-interop-version" in request.headers:
+        raise Reject(400, "Upload-Draft-Interop-Version must be an integer")
+    if request.ietf is not None and request.ietf not in IETF_VERSIONS:
+        raise Reject(400, f"Upload-Draft-Interop-Version {request.ietf} is not supported (6 or 8)")
+    if request.ietf is None and request.header("tus-resumable") != TUS_VERSION:
+        body = b"Tus-Resumable: 1.0.0 is required (or Upload-Draft-Interop-Version for the IETF protocol)\n"
+        return Answer(412, (("Tus-Version", TUS_VERSION), ("Content-Type", "text/plain")), body)
     return None
 
 
-def digest_field(value: str) -> tuple[str, bytes] | None:
-    """The strongest (hashlib name, digest) of a ``Content-Digest`` / ``Repr-Digest`` dictionary."""
-    found: dict[str, bytes] = {}
-    for member in value.split(","):
-        name, eq, raw = member.partition("=")
-        name, raw = name.strip().lower(), raw.split(";", 1)[0].strip()
-        if not eq or name not in DIGEST_FIELD_ALGORITHMS or len(raw) < 2:
-            continue
-        if not (raw.startswith(":") and raw.endswith(":")):
-            continue
-        algorithm = DIGEST_FIELD_ALGORITHMS[name]
-        digest = _b64(raw[1:-1])
-        if digest is not None and len(digest) == DIGEST_SIZES[algorithm]:
-            found[algorithm] = digest
-    for algorithm in ("sha512", "sha256", "sha1", "md5"):
-        if algorithm in found:
-            return algorithm, found[algorithm]
+def route(request: Request) -> Action:
+    """The action a request that passed ``gate`` and authentication asks for."""
+    if request.target == "":
+        if request.method == "POST" or (request.method == "PUT" and request.ietf is not None):
+            return Action.CREATE_TUS if request.ietf is None else Action.CREATE_IETF
+        raise Reject(405, f"{request.method} is not allowed here")
+    if not valid_id(request.target):
+        raise Reject(404, "no such upload")
+    actions = {"HEAD": Action.HEAD, "PATCH": Action.PATCH, "DELETE": Action.DELETE}
+    if request.method not in actions:
+        raise Reject(405, f"{request.method} is not allowed on an upload")
+    return actions[request.method]
+
+
+def capabilities(rules: Rules) -> Headers:
+    headers = [
+        ("Tus-Resumable", TUS_VERSION),
+        ("Tus-Version", TUS_VERSION),
+        ("Tus-Extension", ",".join(TUS_EXTENSIONS)),
+        ("Tus-Checksum-Algorithm", ",".join(CHECKSUM_ALGORITHMS)),
+        ("Accept-Patch", f"{TUS_CONTENT_TYPE}, {IETF_CONTENT_TYPE}"),
+        ("Upload-Limit", rules.limits(None, 0.0)),
+    ]
+    if rules.max_size is not None:
+        headers.append(("Tus-Max-Size", str(rules.max_size)))
+    return tuple(headers)
+
+
+def cors_headers(origin: str | None, origins: tuple[str, ...]) -> Headers:
+    """What every response to a browser at ``origin`` carries, when ``origins`` allows it."""
+    if origin is None or not origins or ("*" not in origins and origin not in origins):
+        return ()
+    return (
+        ("Access-Control-Allow-Origin", origin),
+        ("Vary", "Origin"),
+        ("Access-Control-Expose-Headers", EXPOSED),
+    )
+
+
+def live(upload: Upload | None, now: float) -> Upload:
+    """The upload a request may use: it exists, its data is whole, it has not expired."""
+    if upload is None:
+        raise Reject(404, "no such upload")
+    if upload.lost:
+        raise Reject(410, "this server lost part of the upload's data; start a new upload")
+    if now > upload.expires:
+        raise Reject(410, "the upload expired")
+    return upload
+
+
+# --- creation -----------------------------------------------------------------------------
+
+
+def tus_creation(request: Request, rules: Rules) -> Creation:
+    """A tus POST's headers: a final concatenation (complete, no data), or an upload whose
+    length or deferral is known, its data still to be looked at (``tus_creation_data``)."""
+    concat = parse_concat(request.header("upload-concat"), rules.base)
+    length = parse_tus_integer(request.header("upload-length"), "Upload-Length")
+    defer = request.header("upload-defer-length")
+    if defer is not None and defer.strip() != "1":
+        raise Reject(400, "Upload-Defer-Length must be 1")
+    metadata = parse_metadata(request.header("upload-metadata"))
+    if concat is not None and concat[0] == "final":
+        if length is not None or defer is not None:
+            raise Reject(400, "a final upload (Upload-Concat: final) takes its length from its parts")
+        return Creation(None, metadata, 0, "final", tuple(concat[1]))
+    if (length is None) == (defer is None):
+        raise Reject(400, "send exactly one of Upload-Length and Upload-Defer-Length: 1")
+    rules.check_size(length)
+    return Creation(length, metadata, request.body_length(), concat[0] if concat else None)
+
+
+def tus_creation_data(request: Request, plan: Creation, has_data: bool) -> Creation:
+    """The data of a tus creation request (``has_data``: a chunked body carries a byte)."""
+    body = plan.body if plan.body is not None or has_data else 0
+    if body != 0 and request.media_type() != TUS_CONTENT_TYPE:
+        raise Reject(415, f"data sent with the creation request must be {TUS_CONTENT_TYPE}")
+    if body and plan.length is not None and body > plan.length:
+        raise Reject(413, "more data than Upload-Length")
+    checksum = parse_checksum(request.header("upload-checksum"), None) if body != 0 else None
+    return Creation(plan.length, plan.metadata, body, plan.concat, checksum=checksum)
+
+
+def final_length(parts: list[Upload], rules: Rules) -> int:
+    """The length of a concatenation of ``parts``, each of which must be a finished partial."""
+    for part in parts:
+        if part.concat != "partial" or not part.complete:
+            raise Reject(400, f"upload {part.id} is not a finished partial upload (Upload-Concat: partial)")
+    length = sum(p.offset for p in parts)
+    rules.check_size(length)
+    return length
+
+
+def ietf_creation(request: Request, rules: Rules) -> Creation:
+    """An IETF POST (or PUT): Upload-Complete is required; a complete one's length is its body's."""
+    complete = parse_sf_boolean(request.header("upload-complete"))
+    if complete is None:
+        raise Reject(400, "Upload-Complete (?0 or ?1) is required to create an upload")
+    length = parse_sf_integer(request.header("upload-length"))
+    body = request.body_length()
+    if complete and body is not None:
+        if length is not None and length != body:
+            raise Reject(400, "Upload-Length and Content-Length disagree", "inconsistent-upload-length")
+        length = body
+    if length is not None and body is not None and body > length:
+        raise Reject(400, "more data than Upload-Length", "inconsistent-upload-length")
+    rules.check_size(length)
+    metadata = parse_metadata(request.header("upload-metadata"))
+    checksum = parse_checksum(None, request.header("content-digest")) if body != 0 else None
+    found = digest_field(request.header("repr-digest") or "")
+    return Creation(
+        length,
+        metadata,
+        body,
+        checksum=checksum,
+        complete=complete,
+        content_type=request.header("content-type"),
+        repr_digest=(found[0], found[1].hex()) if found else None,
+    )
+
+
+def interim_headers(request: Request, location: str, upload: Upload, rules: Rules, now: float) -> Headers:
+    """The 104 Upload Resumption Supported sent before an IETF creation's data (the draft's SHOULD)."""
+    return (
+        ("Location", location),
+        ("Upload-Draft-Interop-Version", str(request.ietf)),
+        ("Upload-Limit", rules.limits(upload, now)),
+    )
+
+
+# --- append -------------------------------------------------------------------------------
+
+
+def data_limit(upload: Upload, new_length: int | None, rules: Rules) -> int | None:
+    """Where a request's data must stop: the length (or the one it sets), else the size cap."""
+    for limit in (new_length, upload.length, rules.max_size):
+        if limit is not None:
+            return limit
     return None
 
 
-def parse_concat(value: str | None, base_path: str) -> tuple[str, list[str]] | None:
-    """``Upload-Concat: partial`` -> ("partial", []); ``final;URL URL`` -> ("final", [ids]).
+def tus_patch(request: Request, upload: Upload, rules: Rules) -> Append | Answer:
+    """A tus PATCH: the data to take, or the 409 that tells the client where the upload is."""
+    if request.media_type().lower() != TUS_CONTENT_TYPE:
+        raise Reject(415, f"PATCH data must be sent as {TUS_CONTENT_TYPE}")
+    if upload.concat == "final":
+        raise Reject(403, "a final upload (Upload-Concat: final) cannot be patched")
+    offset = parse_tus_integer(request.header("upload-offset"), "Upload-Offset")
+    if offset is None:
+        raise Reject(400, "Upload-Offset is required")
+    if offset != upload.offset:
+        where = (("Tus-Resumable", TUS_VERSION), ("Upload-Offset", str(upload.offset)))
+        return Answer(
+            409, where, f"Upload-Offset is {offset} but the upload is at {upload.offset}\n".encode()
+        )
+    new_length = parse_tus_integer(request.header("upload-length"), "Upload-Length")
+    if new_length == upload.length:
+        new_length = None
+    elif new_length is not None:
+        if upload.length is not None:
+            raise Reject(400, "Upload-Length cannot change once it is set")
+        if new_length < upload.offset:
+            raise Reject(400, "Upload-Length is smaller than what was already uploaded")
+        rules.check_size(new_length)
+    checksum = parse_checksum(request.header("upload-checksum"), None)
+    body = request.body_length()
+    limit = data_limit(upload, new_length, rules)
+    if body is not None and limit is not None and upload.offset + body > limit:
+        raise Reject(413, "the data goes past the upload's length")
+    return Append(limit, checksum, new_length)
 
-    The URLs of a final upload may be absolute or paths; each must name an upload under
-    ``base_path`` by a well-formed id, or the request is a 400.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if text == "partial":
-        return "partial", []
-    kind, sep, urls = text.partition(";")
-    if kind != "final" or not sep or not urls.strip():
-        raise Reject(400, "Upload-Concat must be 'partial' or 'final;URL URL ...'")
-    ids: list[str] = []
-    seen: dict[str, int] = {}
-    if len(urls.split()) > MAX_PARTS:
-        raise Reject(400, f"Upload-Concat names more than {MAX_PARTS} parts")
-    for url in urls.split():
-        path = re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*", "", url)
-        if not path.startswith(base_path):
-            raise Reject(400, f"Upload-Concat names {url[:80]!r}, which is not an upload of this server")
-        upload_id = path[len(base_path) :]
-        if not valid_id(upload_id):
-            raise Reject(400, f"Upload-Concat names {url[:80]!r}, which is not an upload of this server")
-        ids.append(upload_id)
-        seen[upload_id] = seen.get(upload_id, 0) + 1
-        if seen[upload_id] > MAX_PART_REPEATS:
-            raise Reject(400, f"Upload-Concat names {url[:80]!r} more than {MAX_PART_REPEATS} times")
-    return "final", ids
+
+def ietf_patch(request: Request, upload: Upload, rules: Rules, now: float) -> Append | Answer:
+    """An IETF PATCH: the data to take, or 200 for "it is complete" said of a complete upload."""
+    if request.media_type().lower() != IETF_CONTENT_TYPE:
+        raise Reject(415, f"PATCH data must be sent as {IETF_CONTENT_TYPE}")
+    offset = parse_sf_integer(request.header("upload-offset"))
+    complete = parse_sf_boolean(request.header("upload-complete"))
+    if offset is None or complete is None:
+        raise Reject(400, "Upload-Offset and Upload-Complete are required")
+    body = request.body_length()
+    if upload.complete:
+        if complete and body == 0 and offset == upload.offset:  # "it is complete": it is
+            return Answer(200, ietf_state(upload, rules, now))
+        raise Reject(400, "the upload is already complete", "completed-upload")
+    if offset != upload.offset:
+        raise Reject(
+            409,
+            "offset from request does not match offset of resource",
+            "mismatching-upload-offset",
+            members=(("expected-offset", upload.offset), ("provided-offset", offset)),
+            headers=(("Upload-Offset", str(upload.offset)),),
+        )
+    length = _ietf_length(request, upload, complete, body, rules)
+    new_length = length if upload.length is None else None
+    limit = data_limit(upload, new_length, rules)
+    if body is not None and limit is not None and upload.offset + body > limit:
+        raise Reject(413, "the data goes past the upload's size limit")
+    checksum = parse_checksum(None, request.header("content-digest"))
+    return Append(limit, checksum, new_length, complete)
 
 
-def _b64(value: str) -> bytes | None:
-    try:
-        return base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
+def _ietf_length(
+    request: Request, upload: Upload, complete: bool, body: int | None, rules: Rules
+) -> int | None:
+    """The length an IETF PATCH states or implies (a complete one ends where its body does)."""
+    length = parse_sf_integer(request.header("upload-length"))
+    if complete and body is not None:
+        implied = upload.offset + body
+        if length is not None and length != implied:
+            raise Reject(400, "Upload-Length and Content-Length disagree", "inconsistent-upload-length")
+        length = implied
+    if length is not None:
+        if upload.length is not None and length != upload.length:
+            raise Reject(400, "the upload's length cannot change", "inconsistent-upload-length")
+        if length < upload.offset or (body is not None and upload.offset + body > length):
+            raise Reject(400, "the data does not fit the upload's length", "inconsistent-upload-length")
+        rules.check_size(length)
+    return length
+
+
+def after_body(
+    end: BodyEnd, request: Request, checksum: Checksum | None, idle_timeout: float
+) -> Answer | None:
+    """What a request whose body ended as ``end`` is told, None when it goes on (data taken)."""
+    if end is BodyEnd.BAD_CHECKSUM:
+        raise Reject(checksum.mismatch_status if checksum else 460, "checksum mismatch: the data was dropped")
+    if end is BodyEnd.TOO_LONG:
+        if request.ietf is None:
+            raise Reject(413, "the data goes past the upload's length")
+        raise Reject(400, "the data goes past the upload's length", "inconsistent-upload-length")
+    if end is BodyEnd.ENDED:
+        raise Reject(409, "ended by a newer request to the same upload")
+    if end is BodyEnd.TIMEOUT:
+        raise Reject(408, f"no data for {idle_timeout:g} s; what arrived is kept")
+    if end is BodyEnd.DISCONNECT:
+        return Answer(400)  # nobody is listening
+    return None
+
+
+def ietf_completion(upload: Upload) -> bool:
+    """Upload-Complete: ?1 is true of ``upload``; True when its length, unknown until now, is
+    to be recorded as its offset."""
+    if upload.length is not None and upload.length != upload.offset:
+        raise Reject(
+            400, "Upload-Complete: ?1 but the upload is shorter than its length", "inconsistent-upload-length"
+        )
+    return upload.length is None
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def tus_state(upload: Upload, rules: Rules) -> Headers:
+    headers = [
+        ("Tus-Resumable", TUS_VERSION),
+        ("Upload-Offset", str(upload.offset)),
+        ("Upload-Expires", email.utils.formatdate(upload.expires, usegmt=True)),
+        ("Cache-Control", "no-store"),
+    ]
+    if upload.length is not None:
+        headers.append(("Upload-Length", str(upload.length)))
+    else:
+        headers.append(("Upload-Defer-Length", "1"))
+    if upload.metadata:
+        text = ",".join(k if v is None else f"{k} {v}" for k, v in upload.metadata.items())
+        headers.append(("Upload-Metadata", text))
+    if upload.concat == "partial":
+        headers.append(("Upload-Concat", "partial"))
+    elif upload.concat == "final":
+        headers.append(("Upload-Concat", "final;" + " ".join(rules.base + p for p in upload.parts)))
+    return tuple(headers)
+
+
+def ietf_state(upload: Upload, rules: Rules, now: float) -> Headers:
+    headers = [
+        ("Upload-Offset", str(upload.offset)),
+        ("Upload-Complete", "?1" if upload.complete else "?0"),
+        ("Upload-Limit", rules.limits(upload, now)),
+        ("Cache-Control", "no-store"),
+    ]
+    if upload.length is not None:
+        headers.append(("Upload-Length", str(upload.length)))
+    return tuple(headers)
+
+
+def state(request: Request, upload: Upload, rules: Rules, now: float) -> Answer:
+    """The answer to HEAD: where the upload is, in the request's protocol."""
+    if request.ietf is not None:
+        return Answer(204, ietf_state(upload, rules, now))
+    return Answer(200, tus_state(upload, rules))
+
+
+def created(request: Request, upload: Upload, location: str, rules: Rules, now: float) -> Answer:
+    """201 Created (IETF: 200 when the creation request also completed the upload)."""
+    if request.ietf is None:
+        return Answer(201, (("Location", location), *tus_state(upload, rules)))
+    status = 200 if upload.complete else 201
+    return Answer(status, (("Location", location), *ietf_state(upload, rules, now)))
+
+
+def appended(request: Request, upload: Upload, rules: Rules, now: float) -> Answer:
+    """204 after a PATCH (IETF: 200 when it completed the upload)."""
+    if request.ietf is None:
+        return Answer(204, tus_state(upload, rules))
+    return Answer(200 if upload.complete else 204, ietf_state(upload, rules, now))
+
+
+def deleted(request: Request) -> Answer:
+    return Answer(204, () if request.ietf is not None else (("Tus-Resumable", TUS_VERSION),))
+
+
+def refusal(rejected: Reject, ietf: bool, rules: Rules) -> Answer:
+    """A refusal as the client's protocol says it: an RFC 9457 problem for the IETF draft,
+    a line of text for tus."""
+    if ietf:
+        problem: dict[str, Any] = {"type": PROBLEM + rejected.problem if rejected.problem else "about:blank"}
+        problem["title"] = rejected.reason
+        problem.update(rejected.members)
+        headers = [("Content-Type", "application/problem+json"), *rejected.headers]
+        if rejected.status == 413:
+            headers.append(("Upload-Limit", rules.limits(None, 0.0)))
+        return Answer(rejected.status, tuple(headers), json.dumps(problem).encode())
+    headers = [
+        ("Tus-Resumable", TUS_VERSION),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        *rejected.headers,
+    ]
+    if rejected.status == 405:
+        headers.append(("Allow", METHODS))
+    if rejected.status == 401:
+        headers.append(("WWW-Authenticate", 'Bearer realm="onward"'))
+    return Answer(rejected.status, tuple(headers), (rejected.reason + "\n").encode())

@@ -25,23 +25,24 @@ whatever the history; the whole file is read either way, however long it is.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import secrets
 import struct
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from ..core.journal import DecodeError, frame, frames, preamble
 from ..endpoints.local import fsync_dir
 from ..errors import DestinationError, DurabilityError, from_oserror
-from .protocol import valid_id
+from .headers import valid_id
+from .storage import Upload
 
-__all__ = ["STAGING", "Store", "Upload"]
+__all__ = ["STAGING", "DiskData", "Store"]
 
 STAGING = ".onward-uploads"
 KIND_UPLOAD = 8  # kinds 1-3 are a file journal's, 4-6 a tree journal's
@@ -56,59 +57,9 @@ COPY_BLOCK = 1 << 20
 COMPACT_AT = 64 << 10  # bytes of record file (about 3,800 OFFSET records) before it is rewritten short
 
 
-@dataclass
-class Upload:
-    """What the server knows about one upload; ``offset`` is always durable."""
-
-    id: str
-    length: int | None
-    metadata: dict[str, str | None]
-    created: float
-    expires: float
-    concat: str | None = None  # "partial", "final" or None
-    parts: list[str] = field(default_factory=list)
-    repr_digest: tuple[str, str] | None = None  # (hashlib name, hex) of Repr-Digest at creation
-    content_type: str | None = None
-    offset: int = 0
-    complete: bool = False
-    promoted: bool = False
-    hooked: bool = False
-    lost: bool = False  # data shorter than the durable offset: the state cannot be trusted
-    info_length: int = 0  # bytes of the record file that decoded cleanly
-
-    def header(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "length": self.length,
-            "metadata": self.metadata,
-            "created": self.created,
-            "expires": self.expires,
-            "concat": self.concat,
-            "parts": self.parts,
-            "repr_digest": list(self.repr_digest) if self.repr_digest else None,
-            "content_type": self.content_type,
-        }
-
-    @classmethod
-    def from_header(cls, data: Any) -> Upload:
-        if not isinstance(data, dict) or not valid_id(str(data.get("id"))):
-            raise ValueError("not an upload record")
-        digest = data.get("repr_digest")
-        return cls(
-            id=data["id"],
-            length=data.get("length"),
-            metadata=dict(data.get("metadata") or {}),
-            created=float(data["created"]),
-            expires=float(data["expires"]),
-            concat=data.get("concat"),
-            parts=list(data.get("parts") or []),
-            repr_digest=(str(digest[0]), str(digest[1])) if digest else None,
-            content_type=data.get("content_type"),
-        )
-
-
 class Store:
-    """The uploads of one directory. Blocking calls: the app runs them in a worker thread."""
+    """The uploads of one directory (an ``UploadStore``). Blocking calls: the app runs them in
+    a worker thread. One server per directory: ``open`` takes an ``flock``."""
 
     def __init__(self, directory: str) -> None:
         self.root = os.path.abspath(directory)
@@ -173,6 +124,9 @@ class Store:
                 continue  # redraw: keeps every remaining id equally likely (about 191 bits)
             if not os.path.exists(self.info_path(upload_id)):
                 return upload_id
+
+    def exists(self, upload_id: str) -> bool:
+        return os.path.exists(self.info_path(upload_id))
 
     def ids(self) -> Iterator[str]:
         for name in os.listdir(self.staging):
@@ -286,16 +240,20 @@ class Store:
 
     # --- data -----------------------------------------------------------------------------
 
-    def open_data(self, upload: Upload) -> int:
+    def open_data(self, upload: Upload) -> DiskData:
         """The data file for appending; anything past the durable offset is dropped first."""
         path = self.part_path(upload.id)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
             if os.fstat(fd).st_size != upload.offset:
                 os.ftruncate(fd, upload.offset)
-            return fd
+            return DiskData(fd)
         except OSError as exc:
             raise from_oserror(exc, path, "opening the upload", source=False) from None
+
+    def digest(self, upload: Upload, algorithm: str) -> str:
+        with open(self.data_path(upload), "rb") as f:
+            return hashlib.file_digest(f, algorithm).hexdigest()
 
     def concatenate(self, final: Upload, parts: list[Upload]) -> None:
         """Fill ``final``'s data with the parts' data, in order, and make it durable."""
@@ -350,6 +308,53 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         fsync_dir(self.part_path(upload.id), "removing the upload")
+
+
+class DiskData:
+    """An upload's data file (an ``UploadData``): ``pwrite``, ``fdatasync``, ``ftruncate``."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes, at: int) -> None:
+        """Write one block at ``at``, then start its writeback (``sync_file_range``) so the
+        ``fdatasync`` that acknowledges it has little left to wait for."""
+        start = at
+        view = memoryview(data)
+        while view:
+            done = os.pwrite(self.fd, view, at)
+            at += done
+            view = view[done:]
+        if _writeback is not None:
+            _writeback(self.fd, start, len(data))
+
+    def sync(self) -> None:
+        os.fdatasync(self.fd)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _writeback_call() -> Callable[[int, int, int], None] | None:
+    """``sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)``: start writing a block to the
+    disk now, without waiting, so the ``fdatasync`` that acknowledges it has little left to do."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, length: int) -> None:
+        call(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE; a failure here is seen by fdatasync
+
+    return start
+
+
+_writeback = _writeback_call()
 
 
 def _state_records(upload: Upload) -> bytes:
