@@ -18,7 +18,6 @@ gets 423 Locked if the old one does not let go within ``lock_wait`` seconds.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -33,39 +32,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import NoSpaceError, OnwardError
-from .body import BodyWriter, Slot
+from . import protocol
+from .body import BodyWriter, Slot, peek_body
 from .guard import INFORMATIONAL
 from .headers import Reject
-from .options import AuthRequest, FinishedUpload, ServerOptions
-from .protocol import (
-    Action,
-    Answer,
-    Append,
-    BodyEnd,
-    Creation,
-    Headers,
-    Request,
-    Rules,
-    after_body,
-    appended,
-    cors_headers,
-    created,
-    data_limit,
-    deleted,
-    final_length,
-    gate,
-    ietf_completion,
-    ietf_creation,
-    ietf_patch,
-    interim_headers,
-    live,
-    refusal,
-    route,
-    state,
-    tus_creation,
-    tus_creation_data,
-    tus_patch,
-)
+from .hooks import finish_hook
+from .model import Action, Answer, Append, BodyEnd, Creation, Headers, Request
+from .options import AuthRequest, ServerOptions
+from .protocol import Rules
 from .storage import Upload, UploadStore
 from .store import Store
 
@@ -126,9 +100,9 @@ class UploadServer:
                 raise Reject(404, "no such resource")
             answer = await self._dispatch(call, receive)
         except Reject as rejected:
-            answer = refusal(rejected, ietf, self.rules)
+            answer = protocol.refusal(rejected, ietf, self.rules)
         except (OnwardError, OSError) as exc:  # the store failed us: say so, keep serving
-            answer = refusal(_failure(exc), ietf, self.rules)
+            answer = protocol.refusal(_failure(exc), ietf, self.rules)
         await _respond(send, answer, call.cors if call else ())
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -180,7 +154,7 @@ class UploadServer:
         else:
             return None
         request = Request.of(scope["method"], target, headers)
-        cors = cors_headers(headers.get("origin"), self.options.cors_origins)
+        cors = protocol.cors_headers(headers.get("origin"), self.options.cors_origins)
         interim = (scope.get("extensions") or {}).get(INFORMATIONAL)
         return _Call(request, cors, root, scope.get("client"), interim)
 
@@ -203,12 +177,12 @@ class UploadServer:
 
     async def _dispatch(self, call: _Call, receive: Receive) -> Answer:
         request = call.request
-        answer = gate(request, self.rules, bool(call.cors))
+        answer = protocol.gate(request, self.rules, bool(call.cors))
         if answer is not None:
             return answer
         if not await self._authorised(call):
             raise Reject(401, "missing or wrong credentials")
-        action = route(request)
+        action = protocol.route(request)
         if action is Action.CREATE_TUS:
             return await self._create_tus(call, receive)
         if action is Action.CREATE_IETF:
@@ -216,11 +190,11 @@ class UploadServer:
         async with self._hold(request.target) as slot:
             upload = await self._get(request.target)
             if action is Action.HEAD:
-                return state(request, upload, self.rules, self.options.clock())
+                return protocol.state(request, upload, self.rules, self.options.clock())
             if action is Action.DELETE:
                 await self._io(lambda: self.store.remove(upload, keep_finished=True))
                 self._uploads.pop(upload.id, None)
-                return deleted(request)
+                return protocol.deleted(request)
             return await self._patch(request, receive, slot, upload)
 
     # --- uploads: lookup and the one-writer rule -------------------------------------------
@@ -232,7 +206,7 @@ class UploadServer:
             upload = await self._io(functools.partial(self.store.load, upload_id))
             if upload is not None:
                 self._uploads[upload_id] = upload
-        return live(upload, self.options.clock())
+        return protocol.live(upload, self.options.clock())
 
     @contextlib.asynccontextmanager
     async def _hold(self, upload_id: str) -> AsyncIterator[Slot]:
@@ -279,17 +253,17 @@ class UploadServer:
         return call.root + self.base + upload_id
 
     async def _create_tus(self, call: _Call, receive: Receive) -> Answer:
-        plan = tus_creation(call.request, self.rules)
+        plan = protocol.tus_creation(call.request, self.rules)
         if plan.concat == "final":
             return await self._create_final(call, plan)
         has_data = False
         if plan.body is None:  # chunked: whether data comes is known only from the stream
-            has_data, receive = await self._peek_body(receive)
-        plan = tus_creation_data(call.request, plan, has_data)
+            has_data, receive = await peek_body(receive, self.options.idle_timeout)
+        plan = protocol.tus_creation_data(call.request, plan, has_data)
         return await self._create(call, receive, plan)
 
     async def _create_ietf(self, call: _Call, receive: Receive) -> Answer:
-        return await self._create(call, receive, ietf_creation(call.request, self.rules))
+        return await self._create(call, receive, protocol.ietf_creation(call.request, self.rules))
 
     async def _create(self, call: _Call, receive: Receive, plan: Creation) -> Answer:
         request = call.request
@@ -298,11 +272,14 @@ class UploadServer:
         if request.ietf is not None and plan.body != 0 and call.interim is not None:
             # 104: the client knows where to resume before it sends the data (the draft's SHOULD)
             call.interim(
-                104, list(interim_headers(request, location, upload, self.rules, self.options.clock()))
+                104,
+                list(protocol.interim_headers(request, location, upload, self.rules, self.options.clock())),
             )
         async with self._hold(upload.id) as slot, self._discard_if_refused(upload):
             if plan.body != 0:
-                data = Append(data_limit(upload, None, self.rules), plan.checksum, None, plan.complete)
+                data = Append(
+                    protocol.data_limit(upload, None, self.rules), plan.checksum, None, plan.complete
+                )
                 stop = await self._append(request, receive, slot, upload, data)
                 if stop is not None:
                     return stop
@@ -310,15 +287,19 @@ class UploadServer:
                 await self._complete_ietf(upload)
             if request.ietf is None and upload.length == upload.offset and not upload.complete:
                 await self._finish(upload)
-            return created(request, upload, location, self.rules, self.options.clock())
+            return protocol.created(request, upload, location, self.rules, self.options.clock())
 
     async def _create_final(self, call: _Call, plan: Creation) -> Answer:
         parts = [await self._get(p) for p in plan.parts]
-        upload = await self._new_upload(dataclasses.replace(plan, length=final_length(parts, self.rules)))
+        upload = await self._new_upload(
+            dataclasses.replace(plan, length=protocol.final_length(parts, self.rules))
+        )
         async with self._hold(upload.id):
             await self._io(lambda: self.store.concatenate(upload, parts))
             await self._finish(upload)
-            return created(call.request, upload, self._location(call, upload.id), self.rules, 0.0)
+            return protocol.created(
+                call.request, upload, self._location(call, upload.id), self.rules, self.options.clock()
+            )
 
     @contextlib.asynccontextmanager
     async def _discard_if_refused(self, upload: Upload) -> AsyncIterator[None]:
@@ -333,35 +314,17 @@ class UploadServer:
                 self._uploads.pop(upload.id, None)
             raise
 
-    async def _peek_body(self, receive: Receive) -> tuple[bool, Receive]:
-        """Whether a body of unknown length (chunked) carries any byte, and a ``receive`` that
-        hands back what was read for that first."""
-        seen: list[Message] = []
-        try:
-            async with asyncio.timeout(self.options.idle_timeout):
-                while not seen or (seen[-1]["type"] == "http.request" and seen[-1].get("more_body")):
-                    seen.append(await receive())
-                    if seen[-1].get("body"):
-                        break
-        except TimeoutError:
-            raise Reject(408, f"no data for {self.options.idle_timeout:g} s") from None
-
-        async def replay() -> Message:
-            return seen.pop(0) if seen else await receive()
-
-        return any(m.get("body") for m in seen), replay
-
     # --- append and completion ---------------------------------------------------------------
 
     async def _patch(self, request: Request, receive: Receive, slot: Slot, upload: Upload) -> Answer:
         if request.ietf is None:
-            plan = tus_patch(request, upload, self.rules)
+            plan = protocol.tus_patch(request, upload, self.rules)
         else:
-            plan = ietf_patch(request, upload, self.rules, self.options.clock())
+            plan = protocol.ietf_patch(request, upload, self.rules, self.options.clock())
         if isinstance(plan, Answer):
             return plan
         stop = await self._append(request, receive, slot, upload, plan)
-        return stop or appended(request, upload, self.rules, self.options.clock())
+        return stop or protocol.appended(request, upload, self.rules, self.options.clock())
 
     async def _append(
         self, request: Request, receive: Receive, slot: Slot, upload: Upload, plan: Append
@@ -383,7 +346,7 @@ class UploadServer:
         new_length = plan.new_length
         if new_length is not None and writer.keep:
             await self._io(lambda: self.store.record_length(upload, new_length))
-        stop = after_body(end, request, plan.checksum, self.options.idle_timeout)
+        stop = protocol.after_body(end, request, plan.checksum, self.options.idle_timeout)
         if stop is not None:
             return stop
         if plan.complete:
@@ -395,7 +358,7 @@ class UploadServer:
         return None
 
     async def _complete_ietf(self, upload: Upload) -> None:
-        if ietf_completion(upload):
+        if protocol.ietf_completion(upload):
             await self._io(lambda: self.store.record_length(upload, upload.offset))
         await self._finish(upload)
 
@@ -419,7 +382,8 @@ class UploadServer:
         """The hook in the hook pool; the response waits for it at most ``hook_timeout`` seconds
         (a command hook is killed then, a Python one is left to finish and record HOOKED)."""
         assert self._hook_pool is not None
-        running = asyncio.get_running_loop().run_in_executor(self._hook_pool, self._hook, upload)
+        hook = functools.partial(finish_hook, self.store, self.options.on_complete, upload)
+        running = asyncio.get_running_loop().run_in_executor(self._hook_pool, hook)
         try:
             async with asyncio.timeout(self.options.hook_timeout):
                 await asyncio.shield(running)
@@ -429,21 +393,6 @@ class UploadServer:
                 upload.id,
                 self.options.hook_timeout,
             )
-
-    def _hook(self, upload: Upload) -> None:
-        if self.options.on_complete is not None:
-            path = self.store.final_path(upload.id)
-            finished = FinishedUpload(
-                upload.id, path, path + ".json", upload.offset, _decoded(upload.metadata), upload.content_type
-            )
-            try:
-                self.options.on_complete(finished)
-            except Exception:
-                log.exception("completion hook failed for upload %s", upload.id)
-        try:
-            self.store.record_hooked(upload)
-        except OnwardError as exc:  # e.g. deleted while a hook past its timeout still ran
-            log.error("%s", exc.message)
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         assert self._io_pool is not None, "the app is started by its first request"
@@ -473,7 +422,7 @@ class UploadServer:
         there, will not send again), and a promoted upload whose hook did not run (at least once)."""
         for upload_id in await self._io(lambda: list(self.store.ids())):
             upload = await self._io(functools.partial(self.store.load, upload_id))
-            if upload is None or not _unfinished_business(upload):
+            if upload is None or not protocol.needs_recovery(upload):
                 continue
             try:
                 async with self._hold(upload_id):
@@ -503,14 +452,6 @@ class UploadServer:
         return removed
 
 
-def _unfinished_business(upload: Upload) -> bool:
-    """Whether a restart must finish ``upload``: all its data recorded but not promoted, or
-    promoted without its hook (a finished partial is a piece: no promotion, no hook)."""
-    if upload.lost or upload.hooked or (upload.complete and upload.concat == "partial"):
-        return False
-    return upload.promoted or upload.length == upload.offset
-
-
 def _failure(exc: OnwardError | OSError) -> Reject:
     """The refusal for a store that failed: 507 when it is full (retrying later may work)."""
     log.error("%s", exc.message if isinstance(exc, OnwardError) else exc)
@@ -527,12 +468,6 @@ def _without_body(send: Send) -> Send:
         await send(message)
 
     return wrapped
-
-
-def _decoded(metadata: dict[str, str | None]) -> dict[str, str | None]:
-    return {
-        k: None if v is None else base64.b64decode(v).decode("utf-8", "replace") for k, v in metadata.items()
-    }
 
 
 async def _respond(send: Send, answer: Answer, cors: Headers) -> None:

@@ -15,12 +15,12 @@ import hashlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .headers import Checksum
+from .headers import Checksum, Reject
+from .model import BodyEnd
 from .options import ServerOptions
-from .protocol import BodyEnd
 from .storage import Upload, UploadData, UploadStore
 
-__all__ = ["WRITE_BLOCK", "BodyWriter", "Slot"]
+__all__ = ["WRITE_BLOCK", "BodyWriter", "Slot", "peek_body"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -191,3 +191,22 @@ class BodyWriter:
         finally:
             self.data.close()
             self.data = None
+
+
+async def peek_body(receive: Receive, idle_timeout: float) -> tuple[bool, Receive]:
+    """Whether a body of unknown length (chunked) carries any byte, and a ``receive`` that
+    hands back what was read for that first."""
+    seen: list[Message] = []
+    try:
+        async with asyncio.timeout(idle_timeout):
+            while not seen or (seen[-1]["type"] == "http.request" and seen[-1].get("more_body")):
+                seen.append(await receive())
+                if seen[-1].get("body"):
+                    break
+    except TimeoutError:
+        raise Reject(408, f"no data for {idle_timeout:g} s") from None
+
+    async def replay() -> Message:
+        return seen.pop(0) if seen else await receive()
+
+    return any(m.get("body") for m in seen), replay

@@ -1,7 +1,8 @@
-"""Completion hooks that are not Python: ``onward serve --on-complete CMD``."""
+"""Completion hooks: calling one for a finished upload, and ``onward serve --on-complete CMD``."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -9,9 +10,11 @@ import shlex
 import subprocess
 from collections.abc import Callable
 
+from ..errors import OnwardError
 from .options import FinishedUpload
+from .storage import Upload, UploadStore
 
-__all__ = ["command_hook"]
+__all__ = ["command_hook", "finish_hook"]
 
 log = logging.getLogger("onward.server")
 
@@ -41,3 +44,29 @@ def command_hook(command: str, timeout: float = 600.0) -> Callable[[FinishedUplo
             log.error("completion command for upload %s exited with %d", upload.id, done.returncode)
 
     return run
+
+
+def finish_hook(
+    store: UploadStore, on_complete: Callable[[FinishedUpload], object] | None, upload: Upload
+) -> None:
+    """Call ``on_complete`` for the promoted ``upload`` (blocking; a failure is logged), then
+    record HOOKED so that a restart does not call it again."""
+    if on_complete is not None:
+        path = store.final_path(upload.id)
+        finished = FinishedUpload(
+            upload.id, path, path + ".json", upload.offset, _decoded(upload.metadata), upload.content_type
+        )
+        try:
+            on_complete(finished)
+        except Exception:
+            log.exception("completion hook failed for upload %s", upload.id)
+    try:
+        store.record_hooked(upload)
+    except OnwardError as exc:  # e.g. deleted while a hook past its timeout still ran
+        log.error("%s", exc.message)
+
+
+def _decoded(metadata: dict[str, str | None]) -> dict[str, str | None]:
+    return {
+        k: None if v is None else base64.b64decode(v).decode("utf-8", "replace") for k, v in metadata.items()
+    }
