@@ -32,14 +32,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import NoSpaceError, OnwardError
-from . import protocol
+from . import answers, protocol
 from .body import BodyWriter, Slot, peek_body
 from .guard import INFORMATIONAL
 from .headers import Reject
 from .hooks import finish_hook
-from .model import Action, Answer, Append, BodyEnd, Creation, Headers, Request
+from .model import Action, Answer, Append, BodyEnd, Creation, Headers, Request, Rules
 from .options import AuthRequest, ServerOptions
-from .protocol import Rules
 from .storage import Upload, UploadStore
 from .store import Store
 
@@ -100,9 +99,9 @@ class UploadServer:
                 raise Reject(404, "no such resource")
             answer = await self._dispatch(call, receive)
         except Reject as rejected:
-            answer = protocol.refusal(rejected, ietf, self.rules)
+            answer = answers.refusal(rejected, ietf, self.rules)
         except (OnwardError, OSError) as exc:  # the store failed us: say so, keep serving
-            answer = protocol.refusal(_failure(exc), ietf, self.rules)
+            answer = answers.refusal(_failure(exc), ietf, self.rules)
         await _respond(send, answer, call.cors if call else ())
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -154,7 +153,7 @@ class UploadServer:
         else:
             return None
         request = Request.of(scope["method"], target, headers)
-        cors = protocol.cors_headers(headers.get("origin"), self.options.cors_origins)
+        cors = answers.cors_headers(headers.get("origin"), self.options.cors_origins)
         interim = (scope.get("extensions") or {}).get(INFORMATIONAL)
         return _Call(request, cors, root, scope.get("client"), interim)
 

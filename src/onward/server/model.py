@@ -1,5 +1,5 @@
 """The values the upload server's rules (``onward.server.protocol``) take and return: the parsed
-request, the response, and the plans the app carries out."""
+request, the response, the plans the app carries out, and the settings the rules depend on."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .headers import Checksum, Reject, parse_sf_integer
+from .storage import Upload
 
-__all__ = ["Action", "Answer", "Append", "BodyEnd", "Creation", "Headers", "Request"]
+__all__ = ["Action", "Answer", "Append", "BodyEnd", "Creation", "Headers", "Request", "Rules"]
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -102,3 +103,23 @@ class Append:
     checksum: Checksum | None = None
     new_length: int | None = None  # a deferred length this request sets (recorded once its data is)
     complete: bool | None = None  # IETF Upload-Complete; None for tus
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The server's settings the decisions depend on."""
+
+    base: str = "/files/"  # where uploads live, with both slashes
+    max_size: int | None = None
+    expire_after: float = 24 * 3600.0
+
+    def check_size(self, length: int | None) -> None:
+        if length is not None and self.max_size is not None and length > self.max_size:
+            raise Reject(413, f"the upload is larger than this server accepts ({self.max_size} bytes)")
+
+    def limits(self, upload: Upload | None, now: float) -> str:
+        """``Upload-Limit``: the size cap and the seconds left (for a new upload, all of them)."""
+        parts = [] if self.max_size is None else [f"max-size={self.max_size}"]
+        age = self.expire_after if upload is None else upload.expires - now
+        parts.append(f"max-age={max(0, int(age))}")
+        return ", ".join(parts)

@@ -4,22 +4,17 @@ in, a response value (status, headers, body) or a plan of what to do out.
 As h11 separates the rules of HTTP/1.1 from sockets, this module holds every rule of
 tus 1.0.0 and draft-ietf-httpbis-resumable-upload the server applies: which requests are
 allowed, which offsets and lengths are consistent, when an upload is complete, which
-status answers what, and which headers describe an upload. A refusal is raised as
-``Reject`` (``refusal`` turns it into the response). Nothing here touches a socket, a file
+status answers what (the headers themselves are composed in ``onward.server.answers``). A refusal is raised as
+``Reject`` (``answers.refusal`` turns it into the response). Nothing here touches a socket, a file
 or a clock (``now`` is an argument): ``onward.server.app`` asks and carries out.
 """
 
 from __future__ import annotations
 
-import email.utils
-import json
-from dataclasses import dataclass
-from typing import Any
-
+from . import answers
+from .answers import IETF_CONTENT_TYPE, TUS_CONTENT_TYPE
 from .headers import (
-    CHECKSUM_ALGORITHMS,
     IETF_VERSIONS,
-    TUS_EXTENSIONS,
     TUS_VERSION,
     Checksum,
     Reject,
@@ -32,15 +27,12 @@ from .headers import (
     parse_tus_integer,
     valid_id,
 )
-from .model import Action, Answer, Append, BodyEnd, Creation, Headers, Request
+from .model import Action, Answer, Append, BodyEnd, Creation, Headers, Request, Rules
 from .storage import Upload
 
 __all__ = [
-    "Rules",
     "after_body",
     "appended",
-    "capabilities",
-    "cors_headers",
     "created",
     "data_limit",
     "deleted",
@@ -52,49 +44,12 @@ __all__ = [
     "interim_headers",
     "live",
     "needs_recovery",
-    "refusal",
     "route",
     "state",
     "tus_creation",
     "tus_creation_data",
     "tus_patch",
 ]
-
-TUS_CONTENT_TYPE = "application/offset+octet-stream"
-IETF_CONTENT_TYPE = "application/partial-upload"
-PROBLEM = "https://iana.org/assignments/http-problem-types#"
-EXPOSED = (
-    "Location, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Defer-Length, Upload-Concat, "
-    "Upload-Expires, Upload-Complete, Upload-Limit, Upload-Draft-Interop-Version, Tus-Resumable, "
-    "Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm"
-)
-ALLOWED_HEADERS = (
-    "Authorization, Content-Type, Content-Digest, Repr-Digest, Upload-Offset, Upload-Length, "
-    "Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Checksum, Upload-Complete, "
-    "Upload-Draft-Interop-Version, Tus-Resumable, X-HTTP-Method-Override, X-Requested-With"
-)
-METHODS = "POST, PUT, HEAD, PATCH, DELETE, OPTIONS"
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The server's settings the decisions depend on."""
-
-    base: str = "/files/"  # where uploads live, with both slashes
-    max_size: int | None = None
-    expire_after: float = 24 * 3600.0
-
-    def check_size(self, length: int | None) -> None:
-        if length is not None and self.max_size is not None and length > self.max_size:
-            raise Reject(413, f"the upload is larger than this server accepts ({self.max_size} bytes)")
-
-    def limits(self, upload: Upload | None, now: float) -> str:
-        """``Upload-Limit``: the size cap and the seconds left (for a new upload, all of them)."""
-        parts = [] if self.max_size is None else [f"max-size={self.max_size}"]
-        age = self.expire_after if upload is None else upload.expires - now
-        parts.append(f"max-age={max(0, int(age))}")
-        return ", ".join(parts)
-
 
 # --- before anything: the protocol, OPTIONS, routing ---------------------------------------
 
@@ -104,14 +59,8 @@ def gate(request: Request, rules: Rules, cors: bool) -> Answer | None:
     when the request may go on; raises ``Reject`` for a bad protocol version."""
     if request.method == "OPTIONS":
         if cors and "access-control-request-method" in request.headers:
-            allow = request.header("access-control-request-headers") or ALLOWED_HEADERS
-            preflight = (
-                ("Access-Control-Allow-Methods", METHODS),
-                ("Access-Control-Allow-Headers", allow),
-                ("Access-Control-Max-Age", "86400"),
-            )
-            return Answer(204, preflight)
-        return Answer(204, capabilities(rules))
+            return Answer(204, answers.preflight(request.header("access-control-request-headers")))
+        return Answer(204, answers.capabilities(rules))
     if request.ietf is None and "upload-draft-interop-version" in request.headers:
         raise Reject(400, "Upload-Draft-Interop-Version must be an integer")
     if request.ietf is not None and request.ietf not in IETF_VERSIONS:
@@ -134,31 +83,6 @@ def route(request: Request) -> Action:
     if request.method not in actions:
         raise Reject(405, f"{request.method} is not allowed on an upload")
     return actions[request.method]
-
-
-def capabilities(rules: Rules) -> Headers:
-    headers = [
-        ("Tus-Resumable", TUS_VERSION),
-        ("Tus-Version", TUS_VERSION),
-        ("Tus-Extension", ",".join(TUS_EXTENSIONS)),
-        ("Tus-Checksum-Algorithm", ",".join(CHECKSUM_ALGORITHMS)),
-        ("Accept-Patch", f"{TUS_CONTENT_TYPE}, {IETF_CONTENT_TYPE}"),
-        ("Upload-Limit", rules.limits(None, 0.0)),
-    ]
-    if rules.max_size is not None:
-        headers.append(("Tus-Max-Size", str(rules.max_size)))
-    return tuple(headers)
-
-
-def cors_headers(origin: str | None, origins: tuple[str, ...]) -> Headers:
-    """What every response to a browser at ``origin`` carries, when ``origins`` allows it."""
-    if origin is None or not origins or ("*" not in origins and origin not in origins):
-        return ()
-    return (
-        ("Access-Control-Allow-Origin", origin),
-        ("Vary", "Origin"),
-        ("Access-Control-Expose-Headers", EXPOSED),
-    )
 
 
 def live(upload: Upload | None, now: float) -> Upload:
@@ -305,7 +229,7 @@ def ietf_patch(request: Request, upload: Upload, rules: Rules, now: float) -> Ap
     body = request.body_length()
     if upload.complete:
         if complete and body == 0 and offset == upload.offset:  # "it is complete": it is
-            return Answer(200, ietf_state(upload, rules, now))
+            return Answer(200, answers.ietf_state(upload, rules, now))
         raise Reject(400, "the upload is already complete", "completed-upload")
     if offset != upload.offset:
         raise Reject(
@@ -383,83 +307,27 @@ def needs_recovery(upload: Upload) -> bool:
 # --- answers ------------------------------------------------------------------------------
 
 
-def tus_state(upload: Upload, rules: Rules) -> Headers:
-    headers = [
-        ("Tus-Resumable", TUS_VERSION),
-        ("Upload-Offset", str(upload.offset)),
-        ("Upload-Expires", email.utils.formatdate(upload.expires, usegmt=True)),
-        ("Cache-Control", "no-store"),
-    ]
-    if upload.length is not None:
-        headers.append(("Upload-Length", str(upload.length)))
-    else:
-        headers.append(("Upload-Defer-Length", "1"))
-    if upload.metadata:
-        text = ",".join(k if v is None else f"{k} {v}" for k, v in upload.metadata.items())
-        headers.append(("Upload-Metadata", text))
-    if upload.concat == "partial":
-        headers.append(("Upload-Concat", "partial"))
-    elif upload.concat == "final":
-        headers.append(("Upload-Concat", "final;" + " ".join(rules.base + p for p in upload.parts)))
-    return tuple(headers)
-
-
-def ietf_state(upload: Upload, rules: Rules, now: float) -> Headers:
-    headers = [
-        ("Upload-Offset", str(upload.offset)),
-        ("Upload-Complete", "?1" if upload.complete else "?0"),
-        ("Upload-Limit", rules.limits(upload, now)),
-        ("Cache-Control", "no-store"),
-    ]
-    if upload.length is not None:
-        headers.append(("Upload-Length", str(upload.length)))
-    return tuple(headers)
-
-
 def state(request: Request, upload: Upload, rules: Rules, now: float) -> Answer:
     """The answer to HEAD: where the upload is, in the request's protocol."""
     if request.ietf is not None:
-        return Answer(204, ietf_state(upload, rules, now))
-    return Answer(200, tus_state(upload, rules))
+        return Answer(204, answers.ietf_state(upload, rules, now))
+    return Answer(200, answers.tus_state(upload, rules))
 
 
 def created(request: Request, upload: Upload, location: str, rules: Rules, now: float) -> Answer:
     """201 Created (IETF: 200 when the creation request also completed the upload)."""
     if request.ietf is None:
-        return Answer(201, (("Location", location), *tus_state(upload, rules)))
+        return Answer(201, (("Location", location), *answers.tus_state(upload, rules)))
     status = 200 if upload.complete else 201
-    return Answer(status, (("Location", location), *ietf_state(upload, rules, now)))
+    return Answer(status, (("Location", location), *answers.ietf_state(upload, rules, now)))
 
 
 def appended(request: Request, upload: Upload, rules: Rules, now: float) -> Answer:
     """204 after a PATCH (IETF: 200 when it completed the upload)."""
     if request.ietf is None:
-        return Answer(204, tus_state(upload, rules))
-    return Answer(200 if upload.complete else 204, ietf_state(upload, rules, now))
+        return Answer(204, answers.tus_state(upload, rules))
+    return Answer(200 if upload.complete else 204, answers.ietf_state(upload, rules, now))
 
 
 def deleted(request: Request) -> Answer:
     return Answer(204, () if request.ietf is not None else (("Tus-Resumable", TUS_VERSION),))
-
-
-def refusal(rejected: Reject, ietf: bool, rules: Rules) -> Answer:
-    """A refusal as the client's protocol says it: an RFC 9457 problem for the IETF draft,
-    a line of text for tus."""
-    if ietf:
-        problem: dict[str, Any] = {"type": PROBLEM + rejected.problem if rejected.problem else "about:blank"}
-        problem["title"] = rejected.reason
-        problem.update(rejected.members)
-        headers = [("Content-Type", "application/problem+json"), *rejected.headers]
-        if rejected.status == 413:
-            headers.append(("Upload-Limit", rules.limits(None, 0.0)))
-        return Answer(rejected.status, tuple(headers), json.dumps(problem).encode())
-    headers = [
-        ("Tus-Resumable", TUS_VERSION),
-        ("Content-Type", "text/plain; charset=utf-8"),
-        *rejected.headers,
-    ]
-    if rejected.status == 405:
-        headers.append(("Allow", METHODS))
-    if rejected.status == 401:
-        headers.append(("WWW-Authenticate", 'Bearer realm="onward"'))
-    return Answer(rejected.status, tuple(headers), (rejected.reason + "\n").encode())
