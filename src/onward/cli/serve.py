@@ -27,11 +27,30 @@ def add_parser(verbs: Any) -> None:
         "appear as DIR/ID with DIR/ID.json beside them.",
     )
     sv.add_argument("directory", metavar="DIR", help="where uploads are stored (must exist)")
+    _add_listening(sv)
+    _add_limits(sv)
+    _add_access(sv)
+    _add_completion(sv)
+    sv.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="uvicorn's HTTP/1.1 implementation (auto: httptools when installed, else h11)",
+    )
+    sv.add_argument("--no-page", action="store_true", help="do not serve the browser upload page at /")
+    sv.add_argument("--page-title", default="Upload files", metavar="TEXT", help="the upload page's title")
+    sv.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def _add_listening(sv: argparse.ArgumentParser) -> None:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sv.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     sv.add_argument("--base-path", default="/files/", help="URL path of the upload collection (/files/)")
     sv.add_argument("--certfile", metavar="PEM", help="TLS certificate chain (with --keyfile: HTTPS)")
     sv.add_argument("--keyfile", metavar="PEM", help="TLS private key")
+
+
+def _add_limits(sv: argparse.ArgumentParser) -> None:
     sv.add_argument(
         "--max-size",
         metavar="SIZE",
@@ -73,6 +92,9 @@ def add_parser(verbs: Any) -> None:
         default=1000,
         help="answer 503 to connections beyond N open at once (default 1000)",
     )
+
+
+def _add_access(sv: argparse.ArgumentParser) -> None:
     sv.add_argument(
         "--token-file",
         metavar="PATH",
@@ -89,6 +111,9 @@ def add_parser(verbs: Any) -> None:
         default=[],
         help="allow browser uploads from ORIGIN (repeatable; '*' for any)",
     )
+
+
+def _add_completion(sv: argparse.ArgumentParser) -> None:
     sv.add_argument(
         "--on-complete",
         metavar="CMD",
@@ -103,15 +128,6 @@ def add_parser(verbs: Any) -> None:
         default=60.0,
         help="kill an --on-complete command still running after S seconds (default 60)",
     )
-    sv.add_argument(
-        "--http",
-        choices=("auto", "h11", "httptools"),
-        default="auto",
-        help="uvicorn's HTTP/1.1 implementation (auto: httptools when installed, else h11)",
-    )
-    sv.add_argument("--no-page", action="store_true", help="do not serve the browser upload page at /")
-    sv.add_argument("--page-title", default="Upload files", metavar="TEXT", help="the upload page's title")
-    sv.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -119,10 +135,39 @@ def main(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise UsageError("onward serve needs uvicorn: pip install 'onward[server]'") from None
-    from ..server import create_app
     from ..server.guard import guarded_protocol
+
+    options = _checked(args)
+    protocol = guarded_protocol(_protocol_class(args.http), args.header_timeout, args.max_connections)
+    _raise_file_limit(args.max_connections)
+    sock = _listen(args.host, args.port)  # before the store: a busy port leaves DIR as it was
+    _try_store(args.directory, sock)
+    config = uvicorn.Config(
+        _app(args, options),
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.certfile,
+        ssl_keyfile=args.keyfile,
+        log_level=args.log_level,
+        http=protocol,
+        timeout_keep_alive=args.keep_alive,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn names the address only for a socket it binds itself: say it as it would.
+    scheme = "https" if args.certfile else "http"
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on %s://%s (Press CTRL+C to quit)", scheme, _where(args.host, args.port)
+    )
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def _checked(args: argparse.Namespace) -> dict[str, Any]:
+    """The server's options from the command line, each bad one refused in one line."""
     from ..server.hooks import command_hook
-    from ..server.store import Store
 
     if not os.path.isdir(args.directory):
         raise UsageError(f"{args.directory}: not a directory; create it first", args.directory)
@@ -143,53 +188,42 @@ def main(args: argparse.Namespace) -> int:
         hook = command_hook(args.on_complete, args.hook_timeout) if args.on_complete is not None else None
     except ValueError as exc:
         raise UsageError(f"onward serve: {exc}") from None
-    token = _token(args)
-    protocol = guarded_protocol(_protocol_class(args.http), args.header_timeout, args.max_connections)
-    _raise_file_limit(args.max_connections)
-    sock = _listen(args.host, args.port)  # before the store: a busy port leaves DIR as it was
-    store = Store(args.directory)
+    return {"max_size": max_size, "on_complete": hook, "token": _token(args)}
+
+
+def _try_store(directory: str, sock: socket.socket) -> None:
+    """Open and close the store once: a busy or unwritable directory is one clear line here,
+    not a start-up traceback."""
+    from ..server.store import Store
+
+    store = Store(directory)
     try:
-        store.open()  # a busy or unwritable directory is one clear line here, not a startup traceback
+        store.open()
     except OnwardError:
         sock.close()
         raise
     store.close()
-    app = create_app(
+
+
+def _app(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """The upload app, behind the upload page unless --no-page."""
+    from ..server import create_app
+
+    app: Any = create_app(
         args.directory,
         base_path=args.base_path,
-        max_size=max_size,
         expire_after=args.expire_after,
         idle_timeout=args.timeout,
-        token=token,
         cors_origins=tuple(args.cors_origin),
-        on_complete=hook,
         hook_timeout=args.hook_timeout,
+        **options,
     )
     if not args.no_page:
         from ..server.page import with_page
 
-        app = with_page(app, title=args.page_title, base_path=args.base_path, token=token is not None)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        ssl_certfile=args.certfile,
-        ssl_keyfile=args.keyfile,
-        log_level=args.log_level,
-        http=protocol,
-        timeout_keep_alive=args.keep_alive,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
-    # uvicorn names the address only for a socket it binds itself: say it as it would.
-    scheme = "https" if args.certfile else "http"
-    logging.getLogger("uvicorn.error").info(
-        "Uvicorn running on %s://%s (Press CTRL+C to quit)", scheme, _where(args.host, args.port)
-    )
-    server.run(sockets=[sock])
-    return 0 if server.started else 1
+        token = options["token"] is not None
+        app = with_page(app, title=args.page_title, base_path=args.base_path, token=token)
+    return app
 
 
 def _listen(host: str, port: int) -> socket.socket:

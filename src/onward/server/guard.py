@@ -78,9 +78,7 @@ def guarded_protocol(base: type[asyncio.Protocol], header_timeout: float, max_co
             if self._between_requests():
                 return
             self._disarm()
-            scope = self.cycle.scope
-            if INFORMATIONAL not in scope.setdefault("extensions", {}):
-                scope["extensions"][INFORMATIONAL] = _informational(self.cycle, self.transport)
+            _offer_informational(self.cycle, self.transport)
 
         def _arm(self) -> None:
             self._disarm()
@@ -99,6 +97,13 @@ def guarded_protocol(base: type[asyncio.Protocol], header_timeout: float, max_co
 
     Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
     return Guarded
+
+
+def _offer_informational(cycle: Any, transport: asyncio.Transport) -> None:
+    """Put the 1xx sender in the request's scope (once per request cycle)."""
+    extensions = cycle.scope.setdefault("extensions", {})
+    if INFORMATIONAL not in extensions:
+        extensions[INFORMATIONAL] = _informational(cycle, transport)
 
 
 def _informational(cycle: Any, transport: asyncio.Transport) -> Callable[[int, list[tuple[str, str]]], bool]:
