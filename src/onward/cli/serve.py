@@ -57,34 +57,25 @@ def _add_limits(sv: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_SIZE,
         help=f"refuse uploads larger than SIZE (default {DEFAULT_MAX_SIZE}; 'none' for no limit)",
     )
-    sv.add_argument(
+    _seconds(
+        sv,
         "--expire-after",
-        metavar="S",
-        type=float,
-        default=86400.0,
-        help="remove unfinished uploads this many seconds after creation (default 86400)",
+        86400.0,
+        "remove unfinished uploads this many seconds after creation (default 86400)",
     )
-    sv.add_argument(
+    _seconds(
+        sv,
         "--timeout",
-        metavar="S",
-        type=float,
-        default=60.0,
-        help="end a request that sends no data for S seconds; what arrived is kept (default 60)",
+        60.0,
+        "end a request that sends no data for S seconds; what arrived is kept (default 60)",
     )
-    sv.add_argument(
+    _seconds(
+        sv,
         "--header-timeout",
-        metavar="S",
-        type=float,
-        default=20.0,
-        help="close a connection whose request headers take longer than S seconds (default 20)",
+        20.0,
+        "close a connection whose request headers take longer than S seconds (default 20)",
     )
-    sv.add_argument(
-        "--keep-alive",
-        metavar="S",
-        type=float,
-        default=5.0,
-        help="close a connection idle between requests for S seconds (default 5)",
-    )
+    _seconds(sv, "--keep-alive", 5.0, "close a connection idle between requests for S seconds (default 5)")
     sv.add_argument(
         "--max-connections",
         metavar="N",
@@ -121,13 +112,13 @@ def _add_completion(sv: argparse.ArgumentParser) -> None:
         "CMD is split into words as a shell would but runs without a shell: no pipes, redirections "
         "or variables (for those, name a script, or use sh -c '...')",
     )
-    sv.add_argument(
-        "--hook-timeout",
-        metavar="S",
-        type=float,
-        default=60.0,
-        help="kill an --on-complete command still running after S seconds (default 60)",
+    _seconds(
+        sv, "--hook-timeout", 60.0, "kill an --on-complete command still running after S seconds (default 60)"
     )
+
+
+def _seconds(sv: argparse.ArgumentParser, flag: str, default: float, help: str) -> None:
+    sv.add_argument(flag, metavar="S", type=float, default=default, help=help)
 
 
 def main(args: argparse.Namespace) -> int:
