@@ -178,3 +178,20 @@ def test_unknown_ids_and_finished_requests_leave_no_per_upload_state(tmp_path: P
         assert app._slots == {}
 
     run(app, steps)
+
+
+def test_the_app_serves_any_store_it_is_given(tmp_path: Path) -> None:
+    """``create_app(store=...)``: the store protocol is what the app speaks to (issue 18 adds one)."""
+    app = create_app(store=Store(str(tmp_path)))
+
+    async def steps(c: httpx.AsyncClient) -> None:
+        location = (await c.post("/files/", headers={**TUS, "Upload-Length": "2"})).headers["location"]
+        done = await c.patch(location, headers={**OCTETS, "Upload-Offset": "0"}, content=b"hi")
+        assert done.status_code == 204
+
+    run(app, steps)
+    assert [p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.suffix == ""] == [b"hi"]
+    with pytest.raises(TypeError):
+        create_app()
+    with pytest.raises(TypeError):
+        create_app(tmp_path, store=Store(str(tmp_path)))

@@ -485,4 +485,4 @@ def create_app(
     ``ServerOptions`` fields."""
     if (directory is None) == (store is None):
         raise TypeError("create_app takes a directory or a store=, one of them")
-    return UploadServer(os.fspath(directory) if directory is not None else store, ServerOptions(**options))  # type: ignore[arg-type]
+    return UploadServer(store or Store(os.fspath(directory or "")), ServerOptions(**options))
