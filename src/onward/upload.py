@@ -18,7 +18,8 @@ from .core.http import looks_like_url, redact_url
 from .core.identity import matches
 from .core.journal import DecodeError, decode
 from .endpoints.local import LocalSource
-from .endpoints.tus import UploadJournal, UploadSink
+from .endpoints.tus import UploadSink
+from .endpoints.uploadjournal import UploadJournal
 from .engine import Transfer
 from .errors import UsageError
 from .events import CopyResult, Done, Event, Listener, Notice, Retry, dispatch

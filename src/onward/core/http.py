@@ -23,6 +23,7 @@ __all__ = [
     "never_resolves",
     "parse_checksum",
     "parse_content_range",
+    "parse_digest_field",
     "parse_retry_after",
     "redact_url",
     "safe_filename",
@@ -32,8 +33,10 @@ __all__ = [
 
 # Names --expect-digest accepts -> hashlib names.
 ALGORITHMS = {"sha256": "sha256", "sha512": "sha512", "sha1": "sha1", "md5": "md5"}
+# Bytes of a digest of each algorithm (hashlib names): the one table every digest check uses.
 DIGEST_SIZES = {"sha256": 32, "sha512": 64, "sha1": 20, "md5": 16}
-# Repr-Digest (RFC 9530) and legacy Digest (RFC 3230) algorithm tokens, strongest first.
+# Repr-Digest / Content-Digest (RFC 9530) and legacy Digest (RFC 3230) algorithm tokens,
+# strongest first.
 SERVER_ALGORITHMS = {"sha-512": "sha512", "sha-256": "sha256", "sha": "sha1", "md5": "md5"}
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -231,13 +234,45 @@ def _b64(value: str) -> bytes | None:
         return None
 
 
-def _members(value: str) -> list[tuple[str, str]]:
-    out = []
+def _strongest(found: dict[str, bytes]) -> tuple[str, bytes] | None:
+    for alg in SERVER_ALGORITHMS.values():  # strongest first
+        if alg in found:
+            return alg, found[alg]
+    return None
+
+
+def parse_digest_field(value: str | None) -> tuple[str, bytes] | None:
+    """The strongest (hashlib name, digest) of a ``Repr-Digest`` or ``Content-Digest`` field
+    (RFC 9530: a Structured Field Dictionary, ``sha-256=:BASE64:``); None when it is absent,
+    does not parse, or names no algorithm onward knows with a digest of the right length."""
+    if not value:
+        return None
+    from . import sfv  # here, not at import: a local copy never reads a digest field
+
+    try:
+        members = sfv.parse_dictionary(value)
+    except sfv.SFError:
+        return None
+    found: dict[str, bytes] = {}
+    for name, member in members.items():
+        alg = SERVER_ALGORITHMS.get(name)
+        digest = member.value if isinstance(member, sfv.Item) else None
+        if alg is not None and isinstance(digest, bytes) and len(digest) == DIGEST_SIZES[alg]:
+            found[alg] = digest
+    return _strongest(found)
+
+
+def _legacy_digest(value: str) -> tuple[str, bytes] | None:
+    """The strongest digest of an RFC 3230 ``Digest`` field (``SHA-256=BASE64``: not a
+    Structured Field; algorithm names are case-insensitive)."""
+    found: dict[str, bytes] = {}
     for member in value.split(","):
-        name, eq, rest = member.partition("=")
-        if eq:
-            out.append((name.strip().lower(), rest.split(";", 1)[0].strip()))
-    return out
+        name, eq, raw = member.partition("=")
+        alg = SERVER_ALGORITHMS.get(name.strip().lower())
+        digest = _b64(raw.split(";", 1)[0]) if eq and alg else None
+        if alg is not None and digest is not None and len(digest) == DIGEST_SIZES[alg]:
+            found[alg] = digest
+    return _strongest(found)
 
 
 def server_digests(repr_digest: str | None, digest: str | None) -> list[Expected]:
@@ -247,22 +282,8 @@ def server_digests(repr_digest: str | None, digest: str | None) -> list[Expected
     ``Digest`` (RFC 3230: ``SHA-256=BASE64``). Algorithms onward does not know, and
     values that do not decode to the right length, are ignored.
     """
-    for header, origin, framed in ((repr_digest, "Repr-Digest", True), (digest, "Digest", False)):
-        if not header:
-            continue
-        found: dict[str, bytes] = {}
-        for name, raw in _members(header):
-            if name not in SERVER_ALGORITHMS:
-                continue
-            if framed:
-                if not (len(raw) >= 2 and raw.startswith(":") and raw.endswith(":")):
-                    continue
-                raw = raw[1:-1]
-            value = _b64(raw)
-            alg = SERVER_ALGORITHMS[name]
-            if value is not None and len(value) == DIGEST_SIZES[alg]:
-                found[alg] = value
-        for alg in SERVER_ALGORITHMS.values():  # strongest first
-            if alg in found:
-                return [Expected(alg, found[alg], origin)]
-    return []
+    found = parse_digest_field(repr_digest)
+    if found is not None:
+        return [Expected(*found, "Repr-Digest")]
+    found = _legacy_digest(digest) if digest else None
+    return [Expected(*found, "Digest")] if found is not None else []

@@ -28,6 +28,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from . import sfv
 from .http import redact_url
 
 __all__ = [
@@ -229,10 +230,7 @@ def parse_offset(value: str | None) -> int | None:
 
 def parse_boolean(value: str | None) -> bool | None:
     """A structured-field Boolean (``?1`` / ``?0``), or None for anything else."""
-    if value is None:
-        return None
-    value = value.strip()
-    return {"?1": True, "?0": False}.get(value)
+    return sfv.item_value(value, bool)
 
 
 def parse_tokens(value: str | None) -> list[str]:
@@ -255,14 +253,16 @@ def parse_limits(value: str | None) -> Limits:
     key with a value that is not a non-negative integer voids the whole field (the draft)."""
     if not value:
         return Limits()
+    try:
+        members = sfv.parse_dictionary(value)
+    except sfv.SFError:
+        return Limits()
     found: dict[str, int] = {}
-    for member in value.split(","):
-        key, eq, raw = member.strip().partition("=")
-        key = key.strip()
+    for key, member in members.items():
         if key not in ("max-size", "max-append-size", "min-append-size", "max-age", "min-size"):
             continue
-        number = parse_offset(raw.split(";", 1)[0]) if eq else None
-        if number is None:
+        number = member.value if isinstance(member, sfv.Item) else None
+        if type(number) is not int or number < 0:
             return Limits()
         found[key] = number
     return Limits(found.get("max-size"), found.get("max-append-size"), found.get("min-append-size"))

@@ -20,110 +20,52 @@ from byte 0, in order, on one connection. If it breaks, the identity changes
 engine starts over rather than splice a second response onto the first, within
 its retry budget; a later run starts over too.
 
-Data requests and the end-of-run check go to the final URL of the last answer
-that fit (no second walk down a redirect chain); the user's URL credentials go
-with them only when it is the user's origin (scheme, host, port). After any
-failure, and when the final URL answers 401, 403, 404 or 410 (a signed URL that
-expired), the next request starts again from the URL the user gave.
-
-Each engine worker thread (one per connection) reads its own contiguous run of
-chunks (``Readahead`` hands them out that way) through a single request for the
-rest of the file (``bytes=OFFSET-LAST``), chunk after chunk, so no round trip is spent
-between chunks, and its body (framed by Content-Length) is read straight from
-the socket into the chunk buffers: h11 parses the headers, the bytes are not
-copied through it (a third of the CPU of a download). A worker that reaches
-the end of its run closes its connection, as aria2 does with a segment. httpx errors become
-``onward.errors`` types here: connection errors, timeouts, 408, 429 and 5xx
-are ``TransientError`` (with the server's ``Retry-After``), 4xx, TLS and name
-resolution failures ``SourceError``. No message, name or record made here
-contains the URL's credentials.
+Requests go where ``httproute.Route`` sends them (the last final URL that fit, else
+the user's URL); what an answer says is read by ``httpanswers``. Each engine worker
+thread (one per connection) reads its own contiguous run of chunks (``Readahead``
+hands them out that way) through a single request for the rest of the file
+(``bytes=OFFSET-LAST``), chunk after chunk, so no round trip is spent between chunks,
+read by ``httpbody.Cursor`` (straight from the socket where it can); a worker that
+reaches the end of its run closes its connection, as aria2 does with a segment.
+httpx errors become ``onward.errors`` types (``transport.transport_error``):
+connection errors, timeouts, 408, 429 and 5xx are ``TransientError`` (with the
+server's ``Retry-After``), 4xx, TLS and name resolution failures ``SourceError``.
+No message, name or record made here contains the URL's credentials.
 """
 
 from __future__ import annotations
 
+# First: importing transport keeps httpx from loading its command-line client (see there).
+from .transport import MAX_REDIRECTS, OnRetry, make_client, retrying, scrub, shown_url
+
+# isort: split
 import contextlib
 import email.utils
-import netrc
-import os
-import random
 import secrets
-import socket
-import ssl
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import httpx
 
-from .._version import __version__
-from ..core.http import (
-    Expected,
-    filename_from_disposition,
-    never_resolves,
-    parse_content_range,
-    parse_retry_after,
-    redact_url,
-    server_digests,
-    strong_etag,
-)
+from ..core.http import Expected, parse_content_range
 from ..core.identity import Identity
-from ..core.retry import Backoff
 from ..errors import OnwardError, SourceError, TransientError, UsageError
 from . import Attributes
+from .httpanswers import UNKNOWN, Probe, found, other_version, raise_for_status
+from .httpbody import ENDLESS, Cursor
+from .httproute import Route
 
 __all__ = ["MAX_REDIRECTS", "HttpSource", "check_url"]
 
-MAX_REDIRECTS = 10
-# httpcore reads a response 64 KiB at a time, and h11 copies every read several times;
-# 256 KiB reads halve the CPU a download costs (docs/PERFORMANCE.md, "HTTP downloads").
-READ_SIZE = 256 * 1024
 SCHEMES = ("http", "https")
-# Sent only to the origin the user named; dropped when a redirect leads elsewhere.
-ORIGIN_ONLY = ("authorization", "cookie")
-UNKNOWN = -1  # the size of a body the server sends without a length
-ENDLESS = 1 << 62  # where a cursor over such a body ends: when the server ends it
-# Answers of a redirect target that may have expired (a signed URL): ask the user's URL again.
-EXPIRED = (401, 403, 404, 410)
 BROKEN_STREAM = "the connection broke, and without byte ranges and a validator a download cannot go on"
-
-OnRetry = Callable[[int, float, str], None]  # attempt, delay in seconds, message
-T = TypeVar("T")
-
-
-def retrying(
-    what: Callable[[], T], *, retries: int, on_retry: OnRetry | None, sleep: Callable[[float], None]
-) -> T:
-    """``what()``, tried again with backoff after a ``TransientError``, at most ``retries``
-    more times (each one told to ``on_retry``); the last error is raised."""
-    backoff = Backoff(retries=retries)
-    attempt = 0
-    while True:
-        try:
-            return what()
-        except TransientError as exc:
-            attempt += 1
-            delay = backoff.delay(attempt, random.random(), exc.retry_after)
-            if delay is None:
-                raise
-            if on_retry is not None:
-                on_retry(attempt, delay, exc.reason)
-            sleep(delay)
-
-
-def _safe_name(url: str) -> str:
-    try:
-        return redact_url(url)
-    except ValueError:  # not even splittable: drop anything that may be userinfo
-        scheme, sep, rest = url.partition("://")
-        return scheme + sep + rest.rpartition("@")[2].split("/", 1)[0]
 
 
 def check_url(url: str) -> httpx.URL:
     """``url`` parsed, or ``UsageError`` for an unknown scheme or a malformed URL."""
-    name = _safe_name(url)
+    name = shown_url(url)
     scheme = url.partition("://")[0].lower()
     if scheme not in SCHEMES:
         raise UsageError(
@@ -133,147 +75,12 @@ def check_url(url: str) -> httpx.URL:
         parsed = httpx.URL(url)
         port = parsed.port
     except (httpx.InvalidURL, ValueError) as exc:
-        raise UsageError(f"{name}: not a valid URL ({_scrub_text(str(exc), url)})") from None
+        raise UsageError(f"{name}: not a valid URL ({scrub(str(exc), url)})") from None
     if not parsed.host:
         raise UsageError(f"{name}: not a valid URL (no host name)")
     if port is not None and not 0 < port < 65536:
         raise UsageError(f"{name}: not a valid URL (port {port} is out of range)")
     return parsed
-
-
-def _scrub_text(text: str, url: str) -> str:
-    """``text`` without the userinfo or secret query values of ``url``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        parts = None
-    hidden = [url]
-    if parts is not None:
-        userinfo = parts.netloc.rpartition("@")[0]
-        if userinfo:
-            hidden += [userinfo, urllib.parse.unquote(userinfo)]
-            password = userinfo.partition(":")[2]
-            hidden += [password, urllib.parse.unquote(password)]
-        for piece in parts.query.split("&"):
-            key, eq, value = piece.partition("=")
-            if eq and value and f"{key}=REDACTED" in redact_url(url):
-                hidden += [value, urllib.parse.unquote_plus(value)]
-    for secret in sorted(filter(None, hidden), key=len, reverse=True):
-        text = text.replace(secret, _safe_name(url) if secret == url else "***")
-    return text
-
-
-def _larger_reads() -> None:
-    """Raise httpcore's per-read size for HTTP/1.1 (a class attribute it reads on every read)."""
-    with contextlib.suppress(ImportError, AttributeError):
-        from httpcore._sync.http11 import HTTP11Connection
-
-        if HTTP11Connection.READ_NUM_BYTES < READ_SIZE:
-            HTTP11Connection.READ_NUM_BYTES = READ_SIZE
-
-
-def _netrc_auth() -> httpx.Auth | None:
-    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-    if not os.path.isfile(path):
-        return None
-    try:
-        return httpx.NetRCAuth(path)
-    except (OSError, netrc.NetrcParseError) as exc:
-        raise UsageError(f"{path}: cannot use it for credentials: {exc}") from None
-
-
-def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The first exception of type ``kind`` in the chain that led to ``exc``."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 16:
-        if isinstance(current, kind):
-            return current
-        current = current.__cause__ or current.__context__
-        seen += 1
-    return None
-
-
-def _body_socket(response: httpx.Response) -> socket.socket | None:
-    """The socket a response's body can be read from directly, or None when that is not safe:
-    only a body framed by Content-Length, on a plain or TLS socket (not TLS inside TLS, as
-    through an HTTPS proxy, where the socket carries the outer layer)."""
-    headers = response.headers
-    if "content-length" not in headers or "transfer-encoding" in headers:
-        return None
-    stream = response.extensions.get("network_stream")
-    try:
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        tls = stream.get_extra_info("ssl_object") if stream is not None else None
-    except Exception:  # a transport that does not answer: take the ordinary path
-        return None
-    if not isinstance(sock, socket.socket) or isinstance(tls, ssl.SSLObject):
-        return None
-    if isinstance(sock, ssl.SSLSocket) != (tls is not None):
-        return None
-    return sock
-
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme)
-
-
-def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    """RFC 6454 origins: scheme, host and port all equal (an upgrade to https is another origin)."""
-    return _origin(a) == _origin(b)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What one answer of the server says about the file."""
-
-    size: int  # UNKNOWN: no Content-Length (chunked, or delimited by the connection's close)
-    ranges: bool
-    etag: str  # strong ETag or ""
-    last_modified: str
-    url: httpx.URL  # after redirects
-    digests: list[Expected] = field(default_factory=list)
-    filename: str | None = None  # raw, from Content-Disposition
-
-    @property
-    def validator(self) -> str:
-        return self.etag or self.last_modified
-
-
-def _origin_only(user: httpx.URL) -> Callable[[httpx.Request], None]:
-    """A hook that takes credentials off every request (each redirect hop included) that does not
-    go to the origin of the URL the user gave; httpx alone keeps them on an upgrade to https."""
-
-    def guard(request: httpx.Request) -> None:
-        if not _same_origin(user, request.url):
-            for name in ORIGIN_ONLY:
-                request.headers.pop(name, None)
-
-    return guard
-
-
-def _same_url(a: httpx.URL, b: httpx.URL) -> bool:
-    return a.copy_with(userinfo=b"") == b.copy_with(userinfo=b"")
-
-
-def _version(probe: Probe) -> tuple[int, str, str]:
-    return probe.size, probe.etag, probe.last_modified
-
-
-@dataclass
-class _Cursor:
-    """An open response being read into chunks: bytes [pos, end) are still to come."""
-
-    response: httpx.Response
-    chunks: Iterator[bytes]
-    pos: int
-    end: int
-    thread: threading.Thread
-    rest: memoryview | None = None
-    sock: socket.socket | None = None  # set: the body is read straight from the socket
 
 
 class HttpSource:
@@ -298,24 +105,19 @@ class HttpSource:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._url = url  # may hold credentials: never shown, never recorded
-        self.name = _safe_name(url)
+        self.name = shown_url(url)
         self.on_retry = on_retry
-        self._client = client
-        self._headers = list(headers)
+        self._route = Route(url, client, headers=headers, timeout=timeout)
         self._connections = connections
         self._retries = retries
         self._timeout = timeout
         self._sleep = sleep
         self._lock = threading.RLock()
-        self._cursors: dict[int, _Cursor] = {}
+        self._cursors: dict[int, Cursor] = {}
         self._probe: Probe | None = None
-        self._data_headers: dict[str, str] = {}
         self._fresh = False  # identity() may answer from the probe open() just made
         # Why a data request got an answer that does not fit the recorded file (None: none did).
         self._suspect: str | None = None
-        # Where data requests and the end-of-run check go: the final URL of the last answer that
-        # fit (with the user's credentials when it is their origin); None: the user's URL again.
-        self._data_url: httpx.URL | None = None
         self.why_changed: str | None = None  # what made identity() change without a new version
         self._seen: set[tuple[int, str, str]] = set()  # versions adopted in this run
         # Streaming (no ranges, or no validator): one response at a time, from byte 0.
@@ -323,7 +125,7 @@ class HttpSource:
         self._nonce = secrets.token_hex(4)
         self._generation = 0
         self._generation_used = False
-        self._stream: _Cursor | None = None
+        self._stream: Cursor | None = None
 
     @classmethod
     def open(
@@ -339,24 +141,13 @@ class HttpSource:
     ) -> HttpSource:
         """Check ``url``, ask the server about the file (with retries) and return the source."""
         parsed = check_url(url)
-        _larger_reads()
-        if never_resolves(parsed.host):
-            raise SourceError(
-                f"{_safe_name(url)}: cannot resolve host {parsed.host!r}: names under .invalid never "
-                "resolve (RFC 6761); check the URL",
-                _safe_name(url),
-            )
-        auth = None if parsed.userinfo else _netrc_auth()
-        client = httpx.Client(
-            auth=auth,
-            headers={"User-Agent": f"onward/{__version__}", "Accept-Encoding": "identity"},
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            limits=httpx.Limits(max_connections=connections + 2, max_keepalive_connections=connections + 2),
-            trust_env=True,  # proxies from HTTP(S)_PROXY / NO_PROXY, CAs from SSL_CERT_FILE / SSL_CERT_DIR
+        client = make_client(
+            parsed,
+            name=shown_url(url),
+            timeout=timeout,
+            connections=connections + 2,
             verify=verify,
-            event_hooks={"request": [_origin_only(parsed)]},
+            redirects=True,
         )
         source = cls(
             url,
@@ -399,7 +190,7 @@ class HttpSource:
         elif not self.streaming:
             self.why_changed = None  # a new answer: a change now is the file's own
             probe = self._probe_with_retries()
-            if self._suspect and probe.ranges and _version(probe) in self._seen:
+            if self._suspect and probe.ranges and probe.version in self._seen:
                 # A range came back wrong, yet the file is one this run already had: the server's
                 # ranges lie, or requests reach two versions in turn (a deploy behind a balancer).
                 # One response holds one version: download it in one piece.
@@ -450,8 +241,8 @@ class HttpSource:
                 self.name,
             )
         self._probe = probe
-        self._seen.add(_version(probe))
-        self._follow(probe.url)
+        self._seen.add(probe.version)
+        self._route.follow(probe.url)
         if not self.streaming:
             if probe.size == UNKNOWN:
                 self._start_streaming("no-length")
@@ -459,18 +250,6 @@ class HttpSource:
                 self._start_streaming("no-ranges")
             elif not probe.validator:
                 self._start_streaming("no-validator")
-
-    def _follow(self, final: httpx.URL) -> None:
-        """Send the next data requests to ``final``, where the user's URL led: with the user's
-        credentials and origin-only headers only when it is the user's origin (RFC 6454)."""
-        user = httpx.URL(self._url)
-        headers = dict(self._headers)
-        if _same_origin(user, final):
-            if user.userinfo and not final.userinfo:
-                final = final.copy_with(userinfo=user.userinfo)
-        else:
-            headers = {k: v for k, v in headers.items() if k.lower() not in ORIGIN_ONLY}
-        self._data_url, self._data_headers = final, headers
 
     def _start_streaming(self, why: str, because: str | None = None) -> None:
         self.streaming = why
@@ -485,130 +264,7 @@ class HttpSource:
     # -- asking the server --------------------------------------------------------
 
     def _probe_with_retries(self) -> Probe:
-        return retrying(self._probe_once, retries=self._retries, on_retry=self.on_retry, sleep=self._sleep)
-
-    def _probe_once(self) -> Probe:
-        """Ask where the last answer came from (not the whole redirect chain again) while that
-        still answers; else, and after any failure, from the URL the user gave."""
-        reuse, self._data_url = self._data_url, None
-        if reuse is not None:
-            with contextlib.suppress(SourceError):  # e.g. an expired signed URL: 403
-                probe = self._ask(reuse, ranged=True)
-                if probe is not None:
-                    return probe
-        user = httpx.URL(self._url)
-        return self._ask(user, ranged=True) or self._ask(user, ranged=False) or self._no_answer()
-
-    def _no_answer(self) -> Probe:
-        raise SourceError(f"{self.name}: the server's answers say nothing usable about the file", self.name)
-
-    def _ask(self, url: httpx.URL, *, ranged: bool) -> Probe | None:
-        """One probe: None when the answer cannot be used (ask again without a range). Its body
-        is never read beyond the one byte asked for: the response is closed, not drained."""
-        headers = dict(self._headers if url == httpx.URL(self._url) else self._data_headers)
-        if ranged:
-            headers["Range"] = "bytes=0-0"
-        try:
-            with self._client.stream("GET", url, headers=headers) as response:
-                return self._describe(response, ranged)
-        except httpx.HTTPError as exc:
-            raise self._error(exc) from None
-        except httpx.InvalidURL as exc:  # e.g. a redirect to a malformed Location
-            raise SourceError(f"{self.name}: {self._scrub(str(exc))}", self.name) from None
-
-    def _describe(self, response: httpx.Response, ranged: bool) -> Probe | None:
-        status = response.status_code
-        content_range = parse_content_range(response.headers.get("Content-Range"))
-        if status == 416 and ranged:
-            if content_range is not None and content_range.total == 0:
-                return self._found(response, 0, ranges=True)  # an empty file has no byte 0
-            return None
-        self._raise_for_status(response)
-        if status == 206 and ranged:
-            if content_range is None or content_range.start != 0 or content_range.total is None:
-                return None
-            if content_range.end == 0 and response.headers.get("Content-Length") == "1":
-                response.read()  # the one byte asked for: leaves the connection reusable
-            # Else (a server that sends the whole file as the "range"): closed unread.
-            return self._found(response, content_range.total, ranges=True)
-        if status != 200:
-            return None
-        length = response.headers.get("Content-Length", "")
-        return self._found(response, int(length) if length.isdigit() else UNKNOWN, ranges=False)
-
-    def _found(self, response: httpx.Response, size: int, *, ranges: bool) -> Probe:
-        headers = response.headers
-        return Probe(
-            size=size,
-            ranges=ranges,
-            etag=strong_etag(headers.get("ETag")),
-            last_modified=(headers.get("Last-Modified") or "").strip(),
-            url=response.url,
-            digests=server_digests(headers.get("Repr-Digest"), headers.get("Digest")),
-            filename=filename_from_disposition(headers.get("Content-Disposition")),
-        )
-
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
-        what = f"{self.name}: the server answered {status} {response.reason_phrase}".rstrip()
-        if status in (408, 429) or status >= 500:
-            wait = parse_retry_after(response.headers.get("Retry-After"), time.time())
-            raise TransientError(f"{what}; re-run to resume", self.name, retry_after=wait)
-        if status == 401:
-            what += "; give credentials in the URL (https://user:password@host/...) or in ~/.netrc"
-        elif status in (403, 404, 410):
-            what += "; check the URL"
-        elif 300 <= status < 400:
-            what += " and no usable redirect"
-        raise SourceError(what, self.name)
-
-    def _error(self, exc: httpx.HTTPError) -> OnwardError:
-        """An httpx error as one line of the onward tree, without credentials."""
-        reason = self._scrub(str(exc)) or type(exc).__name__
-        name = self.name
-        if isinstance(exc, httpx.TooManyRedirects):
-            return SourceError(f"{name}: more than {MAX_REDIRECTS} redirects", name)
-        if isinstance(exc, httpx.UnsupportedProtocol):
-            return SourceError(f"{name}: redirected to a URL onward cannot fetch ({reason})", name)
-        cert = _cause(exc, ssl.SSLCertVerificationError)
-        if isinstance(cert, ssl.SSLCertVerificationError):
-            return SourceError(
-                f"{name}: TLS certificate verification failed ({cert.verify_message or cert.reason}); "
-                "onward always verifies certificates: fix the server's certificate, or trust its CA "
-                "with SSL_CERT_FILE",
-                name,
-            )
-        tls = _cause(exc, ssl.SSLError)
-        if isinstance(tls, ssl.SSLError):
-            return SourceError(f"{name}: TLS handshake failed ({tls.reason or tls})", name)
-        dns = _cause(exc, socket.gaierror)
-        if isinstance(dns, socket.gaierror):
-            host = httpx.URL(self._url).host
-            if dns.errno in (socket.EAI_AGAIN,):
-                return TransientError(
-                    f"{name}: cannot resolve host {host!r} right now ({dns.strerror}); re-run to resume", name
-                )
-            return SourceError(f"{name}: cannot resolve host {host!r} ({dns.strerror}); check the URL", name)
-        if isinstance(exc, httpx.ConnectTimeout):
-            return TransientError(
-                f"{name}: could not connect within {self._timeout:g} s (--timeout); re-run to resume", name
-            )
-        if isinstance(exc, httpx.TimeoutException):
-            return TransientError(
-                f"{name}: the server sent nothing for {self._timeout:g} s (--timeout); re-run to resume", name
-            )
-        if isinstance(exc, httpx.ConnectError):
-            return TransientError(f"{name}: cannot connect ({reason}); re-run to resume", name)
-        if isinstance(exc, httpx.LocalProtocolError):
-            return SourceError(f"{name}: cannot send the request ({reason})", name)
-        if isinstance(exc, httpx.TransportError):
-            return TransientError(f"{name}: the connection broke ({reason}); re-run to resume", name)
-        return SourceError(f"{name}: {reason}", name)
-
-    def _scrub(self, text: str) -> str:
-        return _scrub_text(text, self._url)
+        return retrying(self._route.probe, retries=self._retries, on_retry=self.on_retry, sleep=self._sleep)
 
     # -- reading --------------------------------------------------------------------
 
@@ -629,7 +285,7 @@ class HttpSource:
             cursor = self._open_range(offset, me)
         return self._take(cursor, buf)
 
-    def _open_range(self, offset: int, me: threading.Thread) -> _Cursor:
+    def _open_range(self, offset: int, me: threading.Thread) -> Cursor:
         """A response holding bytes ``offset``.. of the recorded version, or ``TransientError``
         (nothing of that answer is written): the engine then asks ``identity()`` whether the
         file changed (start over) or the server cannot be trusted with ranges (one piece)."""
@@ -637,7 +293,7 @@ class HttpSource:
         assert probe is not None
         # Open-ended: this thread's next reads follow on (a run of chunks each, see the docstring).
         last = probe.size - 1
-        response = self._send_data({"Range": f"bytes={offset}-{last}", "If-Range": probe.validator})
+        response = self._route.send_data({"Range": f"bytes={offset}-{last}", "If-Range": probe.validator})
         status = response.status_code
         problem: str | None
         if status == 206:
@@ -645,13 +301,13 @@ class HttpSource:
             if got is None or (got.start, got.end, got.total) != (offset, last, probe.size):
                 problem = "the server answered a range request with other bytes than asked for"
             else:  # RFC 9110 §15.3.7.3: parts combine only under the same strong validator
-                problem = self._other_version(response.headers)
+                problem = other_version(probe, response.headers)
             if problem is None:
                 return self._register(self._cursor(response, offset, last + 1, me))
         elif status == 200 and offset == 0:
             # Asked for the whole file, some servers send a plain 200: fine if it is the same file.
             declared = response.headers.get("Content-Length", "")
-            problem = self._other_version(response.headers)
+            problem = other_version(probe, response.headers)
             if problem is None and declared != str(probe.size):
                 problem = f"the server now sends {declared or 'an unknown number of'} bytes, not {probe.size}"
             if problem is None:
@@ -662,7 +318,7 @@ class HttpSource:
             problem = "the server says the file no longer reaches that far (416)"
         else:
             try:
-                self._raise_for_status(response)
+                raise_for_status(response, self.name)
             finally:
                 response.close()
             problem = f"the server answered {status} to a range request"
@@ -674,23 +330,6 @@ class HttpSource:
         return TransientError(
             f"{self.name}: {problem}; nothing of that answer was written, re-run to resume", self.name
         )
-
-    def _other_version(self, headers: httpx.Headers) -> str | None:
-        """What says an answer holds another version than the recorded one, or None: a different
-        (or missing) strong ETag, else a different Last-Modified. A weak ETag never vouches."""
-        probe = self._probe
-        assert probe is not None
-        if probe.etag:
-            field, mine, theirs = "ETag", probe.etag, (headers.get("ETag") or "").strip()
-            same = strong_etag(theirs) == mine
-        else:
-            field, mine = "Last-Modified", probe.last_modified
-            theirs = (headers.get("Last-Modified") or "").strip()
-            same = theirs == mine
-        if same:
-            return None
-        theirs = theirs[:80] or "missing"
-        return f"the server answered with another version of the file ({field} {theirs}, not {mine})"
 
     def _read_stream(self, offset: int, buf: memoryview) -> int:
         cursor = self._stream
@@ -709,17 +348,17 @@ class HttpSource:
             self._stream = cursor
         return self._take(cursor, buf)
 
-    def _open_whole(self) -> _Cursor | None:
+    def _open_whole(self) -> Cursor | None:
         probe = self._probe
         assert probe is not None
-        response = self._send_data({})
+        response = self._route.send_data({})
         try:
-            self._raise_for_status(response)
+            raise_for_status(response, self.name)
         except OnwardError:
             response.close()
             raise
         length = response.headers.get("Content-Length", "")
-        now = self._found(response, int(length) if length.isdigit() else UNKNOWN, ranges=probe.ranges)
+        now = found(response, int(length) if length.isdigit() else UNKNOWN, ranges=probe.ranges)
         if not self.sized:
             return self._open_unsized(response, now)
         if response.status_code == 200 and now.size >= 0:
@@ -729,11 +368,13 @@ class HttpSource:
             return None
         return self._cursor(response, 0, probe.size, threading.current_thread())
 
-    def _open_unsized(self, response: httpx.Response, now: Probe) -> _Cursor:
+    def _open_unsized(self, response: httpx.Response, now: Probe) -> Cursor:
         """A body read until it ends, if it is the version the identity names (else, with the
         new version adopted, ``TransientError``: the engine starts over with it)."""
         status = response.status_code
-        problem = self._other_version(response.headers) if status == 200 else f"the server answered {status}"
+        probe = self._probe
+        assert probe is not None
+        problem = other_version(probe, response.headers) if status == 200 else f"the server answered {status}"
         self._probe = replace(now, size=UNKNOWN)  # its digests (and validators) are this body's
         if problem is not None:
             response.close()
@@ -741,55 +382,13 @@ class HttpSource:
             raise self._refused(problem)
         return self._cursor(response, 0, ENDLESS, threading.current_thread())
 
-    def _send_data(self, extra: dict[str, str]) -> httpx.Response:
-        """A data request where the last good answer came from; when that URL fails (a signed
-        URL that expired: 401, 403, 404, 410), and after any failure, from the user's URL."""
-        reuse = self._data_url
-        if reuse is None:
-            url, headers = httpx.URL(self._url), dict(self._headers)
-        else:
-            url, headers = reuse, self._data_headers
+    def _cursor(self, response: httpx.Response, start: int, end: int, me: threading.Thread) -> Cursor:
         try:
-            response = self._send(url, {**headers, **extra})
-        except OnwardError:
-            self._data_url = None
-            raise
-        status = response.status_code
-        if status >= 400:
-            self._data_url = None
-            if reuse is not None and status in EXPIRED and not _same_url(reuse, httpx.URL(self._url)):
-                response.close()
-                return self._send_data(extra)
-        elif status < 300:
-            self._follow(response.url)
-        return response
-
-    def _cursor(self, response: httpx.Response, start: int, end: int, me: threading.Thread) -> _Cursor:
-        cursor = _Cursor(response, response.iter_raw(), start, end, me)
-        # One long response per thread: read its body straight into the chunk buffers (what h11
-        # had buffered first), sparing h11's copies of every byte (docs/PERFORMANCE.md). The
-        # connection is then closed, not reused: h11 never saw the body end.
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) == end - start:
-            cursor.sock = _body_socket(response)
-        if cursor.sock is not None:
-            try:
-                first = next(cursor.chunks, b"")
-            except httpx.HTTPError as exc:
-                response.close()
-                raise self._error(exc) from None
-            cursor.rest = memoryview(first) if first else None
-            cursor.sock.settimeout(self._timeout)
-        return cursor
-
-    def _send(self, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:
-        """One GET, redirects followed, its body left to be read."""
-        try:
-            return self._client.send(self._client.build_request("GET", url, headers=headers), stream=True)
+            return Cursor.over(response, start, end, me, self._timeout)
         except httpx.HTTPError as exc:
-            raise self._error(exc) from None
+            raise self._route.error(exc) from None
 
-    def _register(self, cursor: _Cursor) -> _Cursor:
+    def _register(self, cursor: Cursor) -> Cursor:
         with self._lock:
             for key, old in list(self._cursors.items()):
                 if not old.thread.is_alive():  # left by a finished round of worker threads
@@ -798,7 +397,7 @@ class HttpSource:
             self._cursors[cursor.thread.ident or 0] = cursor
         return cursor
 
-    def _drop(self, cursor: _Cursor) -> None:
+    def _drop(self, cursor: Cursor) -> None:
         with contextlib.suppress(Exception):
             cursor.response.close()
         if self._stream is cursor:
@@ -808,38 +407,22 @@ class HttpSource:
             with self._lock:
                 self._cursors.pop(key, None)
 
-    def _broke(self, cursor: _Cursor) -> None:
+    def _broke(self, cursor: Cursor) -> None:
         """A response that broke: the retry asks from the user's URL again; a streamed one is
         over (nothing proves that a second response holds the same file)."""
         self._drop(cursor)
-        self._data_url = None
+        self._route.forget()
         if self.streaming:
             self._restart(BROKEN_STREAM)
 
-    def _take(self, cursor: _Cursor, buf: memoryview) -> int:
+    def _take(self, cursor: Cursor, buf: memoryview) -> int:
         """Copy the next ``len(buf)`` bytes of ``cursor`` into ``buf``."""
-        want, got = len(buf), 0
+        want = len(buf)
         try:
-            while got < want:
-                piece = cursor.rest
-                if piece is None and cursor.sock is not None:
-                    n = cursor.sock.recv_into(buf[got:], want - got)
-                    if n == 0:
-                        break
-                    got += n
-                    continue
-                if piece is None:
-                    data = next(cursor.chunks, None)
-                    if data is None:
-                        break
-                    piece = memoryview(data)
-                n = min(len(piece), want - got)
-                buf[got : got + n] = piece[:n]
-                cursor.rest = piece[n:] if n < len(piece) else None
-                got += n
+            got = cursor.fill(buf)
         except httpx.HTTPError as exc:
             self._broke(cursor)
-            raise self._error(exc) from None
+            raise self._route.error(exc) from None
         except TimeoutError:
             self._broke(cursor)
             raise TransientError(
@@ -863,9 +446,7 @@ class HttpSource:
                 self.name,
             )
         if cursor.pos >= cursor.end:  # read to its end: the connection can go back to the pool
-            if cursor.sock is None:
-                with contextlib.suppress(httpx.HTTPError, StopIteration):
-                    next(cursor.chunks)
+            cursor.finish()
             self._drop(cursor)
         return got
 
@@ -879,4 +460,4 @@ class HttpSource:
         for cursor in cursors:
             with contextlib.suppress(Exception):
                 cursor.response.close()
-        self._client.close()
+        self._route.client.close()

@@ -1,132 +1,40 @@
-"""Resumable uploads: a remote sink speaking tus 1.0.0 or the IETF draft, and its journal.
+"""Resumable uploads: a remote sink speaking tus 1.0.0 or the IETF draft.
 
-``UploadSink`` is the engine's sink for ``onward copy FILE tus+https://host/files/``
-(or ``ietf+https://...``). It creates the upload lazily (one creation request with
-no data, so that its URL is in the journal before a byte is sent), then appends each
-chunk the engine hands over with one PATCH from the offset the server holds. The
-server's offset is authoritative (``core.upload.place``): bytes the server already
-has are not sent again, bytes it lacks are read from the file again and sent first.
-That is safe because an upload is bound to the identity (device, inode, size, mtime,
-ctime) of the file it was created for: the journal store drops the binding as soon as
-the engine records another identity, and the next chunk then goes to a new upload.
-
-Such a sink cannot be read back (``can_read_back = False``): the engine skips its
-read-back checks, and integrity comes from the protocol instead: every PATCH must be
-acknowledged with exactly the offset it reached, a tus server that advertises the
-checksum extension gets an ``Upload-Checksum`` (sha256, else sha1) on every PATCH and
-refuses damaged bytes (460), and an IETF upload is completed with a ``Repr-Digest``
-of the whole file.
-
-``UploadJournal`` keeps the journal in the user's state directory
-(``$XDG_STATE_HOME/onward/uploads``), named after the file and the URL, locked for
-the run, with an UPLOAD record (docs/JOURNAL.md) naming the upload. No message, record
-or name made here contains the URL's user name, password or secret query values.
+``UploadSink`` is the engine's sink for ``onward copy FILE tus+https://host/files/`` (or
+``ietf+https://...``). It creates the upload lazily (one creation request with no data, so
+its URL is in the journal before a byte is sent), then appends each chunk with one PATCH
+from the offset the server holds, which is authoritative (``core.upload.place``): safe, as
+an upload is bound to the identity of the file it was made for (``uploadjournal``). It
+cannot be read back: every PATCH must be acknowledged with exactly the offset it reached,
+a tus server with the checksum extension gets an ``Upload-Checksum`` on every PATCH, an
+IETF upload ends with a ``Repr-Digest``. Nothing made here holds the URL's secrets.
 """
 
 from __future__ import annotations
 
+# First: importing transport keeps httpx from loading its command-line client (see there).
+from .transport import OnRetry, Pieces, make_client, retrying, same_origin, transport_error
+
+# isort: split
 import base64
-import contextlib
-import fcntl
 import hashlib
 import mmap
-import os
-import socket
-import ssl
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-# httpx imports its own command-line client whenever click, rich and pygments are installed (as
-# they are with onward: rich is a dependency, uvicorn brings click), about 50 ms of every
-# upload's start-up; onward never runs it. None in sys.modules makes httpx fall back to its stub.
-if "httpx" not in sys.modules:
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx
 
-from .._version import __version__
 from ..core import upload as proto
 from ..core.http import parse_retry_after, redact_url
 from ..core.identity import Identity
-from ..core.journal import DecodeError, Promote, Seal, Upload, decode, encode_upload
-from ..errors import DestinationError, JournalError, OnwardError, TransientError
-from .http import OnRetry, retrying
-from .local import LocalJournal
+from ..core.journal import Promote, Seal, Upload
+from ..errors import DestinationError, OnwardError, TransientError
+from .uploadjournal import JOURNAL_PREFIX, LOCK_SUFFIX, UploadJournal, lock_state  # for endpoints.s3
 
-__all__ = ["JOURNAL_PREFIX", "UploadJournal", "UploadSink"]
-
-JOURNAL_PREFIX = "upload-"
-LOCK_SUFFIX = ".onward-lock"
-WRITE_SIZE = 512 * 1024  # bytes handed to the socket per write (see Pieces)
+__all__ = ["JOURNAL_PREFIX", "LOCK_SUFFIX", "UploadJournal", "UploadSink", "lock_state"]
 
 ReadSource = Callable[[int, memoryview], int]
-
-
-class Pieces:
-    """Request bodies in ``WRITE_SIZE`` pieces, each copied once.
-
-    Pieces, not one bytes object: httpcore sends a buffer by slicing off what each ``send``
-    took, a copy of the rest every time, quadratic in the buffer's size (one 16 MiB bytes
-    object cost more CPU than the network transfer). Bytes, not memoryviews: h11 joins what
-    it is given into bytes, which is a copy unless it is one bytes object already.
-
-    The last piece of a body is kept until the next body's pieces are made. Otherwise the last
-    two pieces are freed together at the end of each request, glibc's malloc finds that much
-    free at the top of its heap and gives it back to the kernel, and the next request faults
-    fresh zeroed pages in for its first pieces: three ``brk`` calls and 1 MiB of page faults
-    per PATCH, about 0.1 s of CPU per GiB uploaded (docs/UPLOAD.md).
-    """
-
-    def __init__(self) -> None:
-        self._kept = b""
-
-    def of(self, body: memoryview) -> Iterator[bytes]:
-        for start in range(0, len(body), WRITE_SIZE):
-            piece = bytes(body[start : start + WRITE_SIZE])
-            if start + WRITE_SIZE >= len(body):
-                self._kept = piece
-            yield piece
-            del piece
-
-
-class _Transport(httpx.BaseTransport):
-    """httpx's own transport, one for ``http:`` and one for ``https:`` URLs, each made when
-    first used: loading the CA certificates for TLS is about 30 ms, which an upload over
-    plain HTTP never needs. (Proxies from the environment have transports of their own.)"""
-
-    def __init__(self, *, verify: bool, limits: httpx.Limits) -> None:
-        self._verify, self._limits = verify, limits
-        self._made: dict[str, httpx.HTTPTransport] = {}
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        scheme = request.url.scheme
-        transport = self._made.get(scheme)
-        if transport is None:
-            # No TLS is spoken to an http: URL; a context that trusts nothing fails closed anyway.
-            tls = self._verify if scheme == "https" else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            transport = self._made[scheme] = httpx.HTTPTransport(verify=tls, limits=self._limits)
-        return transport.handle_request(request)
-
-    def close(self) -> None:
-        for transport in self._made.values():
-            transport.close()
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parsed = httpx.URL(url)
-    return parsed.scheme, parsed.host, parsed.port
-
-
-def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    current: BaseException | None = exc
-    for _ in range(16):
-        if current is None:
-            return None
-        if isinstance(current, kind):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
 
 
 class UploadSink:
@@ -164,7 +72,7 @@ class UploadSink:
         self.on_notice = on_notice
         self.record: Callable[[Upload], None] = lambda upload: None  # set by the journal store
         # Credentials go only to the origin the user named (the endpoint's).
-        self._origin = _origin(target.url)
+        self._origin = httpx.URL(target.url)
         self._auth_headers = dict(headers)
         userinfo = httpx.URL(target.url).userinfo
         if userinfo:
@@ -203,28 +111,14 @@ class UploadSink:
         on_retry: OnRetry | None = None,
         verify: bool = True,
     ) -> UploadSink:
-        from ..core.http import never_resolves
-        from .http import _larger_reads, _netrc_auth
-
-        host = httpx.URL(target.url).host
-        if never_resolves(host):
-            raise DestinationError(
-                f"{target.name}: cannot resolve host {host!r}: names under .invalid never resolve "
-                "(RFC 6761); check the URL",
-                target.name,
-            )
-        _larger_reads()
-        auth = None if httpx.URL(target.url).userinfo else _netrc_auth()
-        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-        client = httpx.Client(
-            auth=auth,
-            headers={"User-Agent": f"onward/{__version__}", "Accept-Encoding": "identity"},
-            timeout=httpx.Timeout(timeout),
-            follow_redirects=False,  # an upload request is never replayed elsewhere
-            limits=limits,
-            trust_env=True,  # proxies from HTTP(S)_PROXY / NO_PROXY, CAs from SSL_CERT_FILE / SSL_CERT_DIR
-            verify=verify,  # for those proxies' transports; _Transport is given it too
-            transport=_Transport(verify=verify, limits=limits),
+        client = make_client(
+            httpx.URL(target.url),
+            name=target.name,
+            timeout=timeout,
+            connections=2,
+            verify=verify,
+            redirects=False,
+            final=DestinationError,
         )
         return cls(
             target,
@@ -363,7 +257,7 @@ class UploadSink:
         return self._size
 
     def _headers_for(self, url: str, headers: dict[str, str]) -> dict[str, str]:
-        if _origin(url) == self._origin:
+        if same_origin(httpx.URL(url), self._origin):
             return {**self._auth_headers, **headers}
         return headers
 
@@ -595,171 +489,12 @@ class UploadSink:
 
     def _error(self, exc: httpx.HTTPError, url: str) -> OnwardError:
         """An httpx error as one line of the onward tree, without credentials."""
-        from .http import _scrub_text
-
-        name = self._shown(url)
-        reason = _scrub_text(str(exc), self.target.url) or type(exc).__name__
-        cert = _cause(exc, ssl.SSLCertVerificationError)
-        if isinstance(cert, ssl.SSLCertVerificationError):
-            return DestinationError(
-                f"{name}: TLS certificate verification failed ({cert.verify_message or cert.reason}); "
-                "trust the server's CA with SSL_CERT_FILE",
-                self.name,
-            )
-        tls = _cause(exc, ssl.SSLError)
-        if isinstance(tls, ssl.SSLError):
-            return DestinationError(f"{name}: TLS handshake failed ({tls.reason or tls})", self.name)
-        dns = _cause(exc, socket.gaierror)
-        if isinstance(dns, socket.gaierror):
-            host = httpx.URL(url).host
-            if dns.errno == socket.EAI_AGAIN:
-                return TransientError(
-                    f"{name}: cannot resolve host {host!r} right now; re-run to resume", self.name
-                )
-            return DestinationError(
-                f"{name}: cannot resolve host {host!r} ({dns.strerror}); check the URL", self.name
-            )
-        if isinstance(exc, httpx.ConnectTimeout):
-            return TransientError(
-                f"{name}: could not connect within {self._timeout:g} s; re-run to resume", self.name
-            )
-        if isinstance(exc, httpx.TimeoutException):
-            return TransientError(
-                f"{name}: the server did not answer for {self._timeout:g} s (--timeout); re-run to resume",
-                self.name,
-            )
-        if isinstance(exc, httpx.ConnectError):
-            refused = _cause(exc, ConnectionRefusedError)
-            why = "connection refused" if refused is not None else "cannot connect"
-            return TransientError(f"{name}: {why}; re-run to resume", self.name)
-        if isinstance(exc, httpx.TransportError):
-            return TransientError(f"{name}: the connection broke ({reason}); re-run to resume", self.name)
-        return DestinationError(f"{name}: {reason}", self.name)
-
-
-class UploadJournal:
-    """An upload's journal in the state directory, locked for the run.
-
-    ``DIR/upload-KEY.onward-journal`` (the key names the file and the URL, see
-    ``core.upload.state_key``), written by the rules of every journal (``LocalJournal``).
-    Every rewrite carries the UPLOAD record of the upload the sink is using, if that upload
-    was made for the file the new header describes; otherwise the upload is dropped.
-    """
-
-    def __init__(self, directory: str, key: str, sink: UploadSink) -> None:
-        self.directory = directory
-        self._journal = LocalJournal(os.path.join(directory, key))
-        self.name = self._journal.name
-        self._lock_path = os.path.join(directory, key + LOCK_SUFFIX)
-        self._sink = sink
-        sink.record = self.record
-        self._lock = -1
-        self._append_fd = -1
-
-    @classmethod
-    def open(cls, directory: str, key: str, sink: UploadSink) -> UploadJournal:
-        fd = lock_state(directory, key, sink.name)
-        store = cls(directory, key, sink)
-        store._lock = fd
-        return store
-
-    def read(self) -> bytes | None:
-        return self._journal.read()
-
-    def create(self, data: bytes) -> None:
-        self._close_appender()
-        try:
-            header = decode(data).header
-        except DecodeError:  # never ours to write: let the plain store say what it says
-            self._journal.create(data)
-            return
-        binding = self._sink.expect(header.identity, header.total_size)
-        self._journal.create(data + (encode_upload(binding) if binding is not None else b""))
-
-    def append(self, data: bytes) -> None:
-        """Append CHUNK (and PROMOTE) records without waiting for the disk.
-
-        For an upload a journal that lags is harmless: the server's offset is authoritative,
-        and bytes it holds beyond the journal are the file's own (the upload is bound to the
-        file's identity), so a lost record costs nothing, not even a re-send. Only the
-        UPLOAD record (``record``) must be durable before its upload is used. Skipping the
-        ``fdatasync`` keeps the uploading thread from waiting on a disk the server may be
-        filling at the same time.
-        """
-        self._write(data, sync=False)
-
-    def note(self, data: bytes) -> None:
-        self._write(data, sync=False)
-
-    def set_aside(self) -> str:
-        self._close_appender()
-        return self._journal.set_aside()
-
-    def record(self, upload: Upload) -> None:
-        """Name a new upload in the journal, durably, before anything is sent to it."""
-        self._write(encode_upload(upload), sync=True)
-
-    def _write(self, data: bytes, *, sync: bool) -> None:
-        try:
-            if self._append_fd < 0:
-                self._append_fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._append_fd, view) :]
-            if sync:
-                os.fdatasync(self._append_fd)
-        except OSError as exc:
-            raise JournalError(
-                f"{self.name}: cannot append to the journal: {os.strerror(exc.errno or 0)}; re-run to resume",
-                self.name,
-            ) from None
-
-    def _close_appender(self) -> None:
-        if self._append_fd >= 0:
-            os.close(self._append_fd)
-            self._append_fd = -1
-
-    def remove(self) -> None:
-        self._close_appender()
-        self._journal.remove()
-
-    def names_an_upload(self) -> bool:
-        """Whether the sink has an upload on the server that a later run could continue."""
-        return self._sink.upload_url is not None
-
-    def close(self) -> None:
-        self._close_appender()
-        if not self.names_an_upload():
-            # No upload was made (the server refused or was down before one existed): there is
-            # nothing to resume, so nothing is left for ``onward status`` to list at 0 %.
-            with contextlib.suppress(OnwardError):
-                self._journal.remove()
-        self._journal.close()
-        if self._lock >= 0:
-            if not os.path.exists(self.name):  # finished: the lock file goes too, while we hold it
-                with contextlib.suppress(OSError):
-                    os.unlink(self._lock_path)
-            os.close(self._lock)
-            self._lock = -1
-
-
-def lock_state(directory: str, key: str, name: str) -> int:
-    """Lock the upload journal ``key`` in ``directory`` for this run (the directory is made if
-    needed); the locked descriptor, or an error naming ``name`` when another run holds it."""
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(directory, key + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise JournalError(
-            f"{directory}: cannot keep upload journals there: {os.strerror(exc.errno or 0)}; "
-            "set XDG_STATE_HOME to a writable directory",
-            directory,
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise DestinationError(
-            f"{name}: another onward is uploading this file there right now; wait for it to finish", name
-        ) from None
-    return fd
+        return transport_error(
+            exc,
+            shown=self._shown(url),
+            name=self.name,
+            url=url,
+            timeout=self._timeout,
+            final=DestinationError,
+            hide=(self.target.url,),
+        )
