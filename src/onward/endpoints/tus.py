@@ -10,7 +10,7 @@ That is safe because an upload is bound to the identity (device, inode, size, mt
 ctime) of the file it was created for: the journal store drops the binding as soon as
 the engine records another identity, and the next chunk then goes to a new upload.
 
-Such a sink cannot be read back (``can_read_back = False``): the engine skips its
+Such a sink has no read-back capability (``endpoints.ReadBack``): the engine skips its
 read-back checks, and integrity comes from the protocol instead: every PATCH must be
 acknowledged with exactly the offset it reached, a tus server that advertises the
 checksum extension gets an ``Upload-Checksum`` (sha256, else sha1) on every PATCH and
@@ -49,7 +49,8 @@ from .._version import __version__
 from ..core import upload as proto
 from ..core.http import parse_retry_after, redact_url
 from ..core.identity import Identity
-from ..core.journal import DecodeError, Promote, Seal, Upload, decode, encode_upload
+from ..core.journal import DecodeError, Promote, Upload, decode, encode_upload
+from ..core.resume import keeps_upload
 from ..errors import DestinationError, JournalError, OnwardError, TransientError
 from .http import OnRetry, retrying
 from .local import LocalJournal
@@ -131,8 +132,6 @@ def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | Non
 
 class UploadSink:
     """A tus or IETF-draft upload as the engine's sink. Build it with ``UploadSink.open``."""
-
-    can_read_back = False  # nothing to read back: see the module's docstring
 
     def __init__(
         self,
@@ -256,7 +255,7 @@ class UploadSink:
         for exactly that file, else drop it (the next chunk goes to a new upload)."""
         self._identity, self._size = identity, size
         binding = self._binding
-        if binding is not None and (binding.identity != identity or binding.size != size):
+        if binding is not None and not keeps_upload(binding.identity, binding.size, identity, size):
             self._notice(
                 f"the file is not the one the upload at {binding.url} was made for: "
                 "sending it to a new upload"
@@ -308,18 +307,8 @@ class UploadSink:
         finally:
             self._in_engine_loop = False
 
-    def read_into(self, offset: int, buf: memoryview) -> int:
-        raise DestinationError(f"{self.name}: an upload cannot be read back", self.name)
-
-    def truncate(self, size: int) -> None:
-        """Nothing to do: an upload's length was fixed when it was created."""
-
     def sync(self) -> None:
         """Nothing to do: every PATCH was acknowledged with the offset it reached."""
-
-    def seal(self) -> Seal | None:
-        """Nothing to seal: the server's offset is what a resume trusts (docs/UPLOAD.md)."""
-        return None
 
     def token(self) -> Promote:
         return Promote(0, 0)
