@@ -57,7 +57,9 @@ class Transfer(Resuming):
         final_check: FinalCheck | None = None,
         throttle: Throttle | None = None,  # shared by several copies (a tree); else from options
     ) -> None:
-        super().__init__(source, sink, journal, options, listeners)
+        self.source, self.sink, self.journal, self.opts = source, sink, journal, options
+        self.listeners = listeners
+        super().__init__()
         if throttle is None and options.bwlimit is not None:
             throttle = paced(options.bwlimit, options.chunk_size, clock())
         self.throttle = throttle

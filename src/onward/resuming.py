@@ -44,20 +44,18 @@ def digest(data: memoryview) -> bytes:
 class Resuming:
     """A transfer's state and how a run takes up what an earlier one left."""
 
-    def __init__(
-        self,
-        source: Source,
-        sink: Sink,
-        journal: JournalStore,
-        options: Options,
-        listeners: Sequence[Listener],
-    ) -> None:
-        self.source, self.sink, self.journal, self.opts = source, sink, journal, options
-        self.listeners = listeners
-        self.readable: ReadBack | None = read_back(sink)  # None: a remote sink (docs/UPLOAD.md)
+    # Set by ``Transfer`` before this class's ``__init__`` runs.
+    source: Source
+    sink: Sink
+    journal: JournalStore
+    opts: Options
+    listeners: Sequence[Listener]
+
+    def __init__(self) -> None:
+        self.readable: ReadBack | None = read_back(self.sink)  # None: a remote sink (docs/UPLOAD.md)
         # A partial that can be read back gets IN-FLIGHT and SEAL records around every write, so
         # that a resume can prove it untouched since (core/trust.py).
-        self.sealer: Sealable | None = sealer(sink)
+        self.sealer: Sealable | None = sealer(self.sink)
         self.header: Header | None = None
         self.committed: dict[int, ChunkRecord] = {}
         self.resumed_from = 0  # bytes kept from earlier runs (journaled, or written and adopted)
