@@ -16,7 +16,6 @@ from typing import NoReturn
 
 from ..core.identity import Identity
 from ..core.journal import Promote, Seal
-from ..core.trust import UNKNOWN_BOOT
 from ..errors import (
     DestinationError,
     DurabilityError,
@@ -27,6 +26,7 @@ from ..errors import (
 )
 from . import Attributes
 from .direct import DirectFile, mostly_cached
+from .sealing import BOOT_ID, mount_id
 
 __all__ = [
     "JOURNAL_SUFFIX",
@@ -80,31 +80,6 @@ def fsync_dir(path: str, doing: str, *, directory: bool = False) -> None:
             "progress since the last checkpoint is not trusted, re-run to resume",
             path,
         ) from None
-
-
-def _boot_id() -> bytes:
-    """This boot's id (Linux: a random UUID drawn at every boot), or all zeros when unknown."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
-            boot = bytes.fromhex(fh.read().decode("ascii").strip().replace("-", ""))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return UNKNOWN_BOOT
-    return boot if len(boot) == 16 else UNKNOWN_BOOT
-
-
-BOOT_ID = _boot_id()
-
-
-def mount_id(fd: int) -> int:
-    """The kernel's id of the mount ``fd`` is on (``/proc/self/fdinfo``), or 0 when unknown."""
-    try:
-        with open(f"/proc/self/fdinfo/{fd}", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"mnt_id:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 # Direct I/O for the source's reads and the partial's writes and read-backs (bench/onward_ablated.py
