@@ -232,7 +232,7 @@ class JournalStore(Protocol):
         ``UploadJournal`` (``endpoints.tus``) does not wait for the disk, because the server's
         offset, not the journal, is what a resume trusts, and bytes it holds beyond the journal
         are the file's own (the upload is bound to the file's identity): a lost record costs
-        nothing, not even a re-send (its docstring; the cost measured in docs/PERFORMANCE.md)."""
+        nothing, not even a re-send (its docstring)."""
         ...
 
     def note(self, data: bytes) -> None:
