@@ -227,12 +227,9 @@ class JournalStore(Protocol):
     def append(self, data: bytes) -> None:
         """Append CHUNK and PROMOTE records; durable on return, or ``DurabilityError``.
 
-        Two stores keep a weaker promise, each for a stated reason: ``MemoryJournal``
-        (``endpoints.batch``) keeps nothing on disk, a batched file's progress is its batch;
-        ``UploadJournal`` (``endpoints.tus``) does not wait for the disk, because the server's
-        offset, not the journal, is what a resume trusts, and bytes it holds beyond the journal
-        are the file's own (the upload is bound to the file's identity): a lost record costs
-        nothing, not even a re-send (its docstring)."""
+        One store keeps a weaker promise, for a stated reason: ``MemoryJournal``
+        (``endpoints.batch``) keeps nothing on disk, a batched file's progress is its batch,
+        made durable by the batch's own sync before anything relies on it."""
         ...
 
     def note(self, data: bytes) -> None:
