@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from onward.buffers import aligned_buffer
+from onward.endpoints.buffers import aligned_buffer
 from onward.endpoints.direct import BLOCK, DirectFile, mostly_cached
 
 

@@ -3,7 +3,8 @@
 Every decision comes from ``onward.core``; every byte moves through an
 endpoint. The ordering rule lives here and nowhere else: chunk data is synced
 by the sink *before* the journal record that claims it is appended. Taking up
-what an earlier run left is ``resuming.Resuming``, which ``Transfer`` builds on.
+what an earlier run left is ``_resuming.Resuming`` (the engine's own half), which ``Transfer``
+builds on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import xxhash
 
+from ._resuming import Resuming, digest
 from .checksum import FinalCheck
 from .core.identity import Identity, matches, one_response
 from .core.journal import encode_in_flight, encode_promote
@@ -34,7 +36,6 @@ from .errors import (
 from .events import Checkpoint, CopyResult, Done, Listener, Progress, Retry, Start
 from .options import Options
 from .readahead import Readahead
-from .resuming import Resuming, digest
 from .units import format_size
 
 __all__ = ["Transfer", "digest"]

@@ -24,7 +24,7 @@ import errno
 import mmap
 import os
 
-from ..buffers import aligned_buffer
+from .buffers import aligned_buffer
 
 __all__ = ["BLOCK", "DirectFile", "mostly_cached", "pread_full"]
 

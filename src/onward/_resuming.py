@@ -13,7 +13,6 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 
 import xxhash
 
-from .buffers import aligned_buffer
 from .core.identity import Identity
 from .core.journal import (
     Decoded,
@@ -29,6 +28,7 @@ from .core.plan import ChunkRecord, Plan, without
 from .core.resume import Change, Owner, after_change, on_partial, owner, recheck
 from .core.trust import distrust
 from .endpoints import JournalStore, ReadBack, Sealable, Sink, Source, read_back, sealer
+from .endpoints.buffers import aligned_buffer
 from .errors import DestinationError, JournalError
 from .events import Event, Listener, Notice, dispatch
 from .options import Options

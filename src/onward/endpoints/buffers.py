@@ -1,4 +1,4 @@
-"""Page-aligned chunk buffers: what direct I/O (``endpoints.direct``), the read-ahead thread and
+"""Page-aligned chunk buffers: what direct I/O (``direct``), the read-ahead thread and
 the engine read into and write from."""
 
 from __future__ import annotations
