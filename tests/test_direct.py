@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from onward.endpoints.direct import BLOCK, DirectFile, aligned_buffer, mostly_cached
+from onward.endpoints.buffers import aligned_buffer
+from onward.endpoints.direct import BLOCK, DirectFile, mostly_cached
 
 
 def address(view: memoryview) -> int:

@@ -28,10 +28,14 @@ OPTS = Options(chunk_size=CHUNK, checkpoint_bytes=3 * CHUNK)
 
 
 def make(
-    data: bytes, **opts: object
+    data: bytes, *, can_read_back: bool = True, **opts: object
 ) -> tuple[MemorySource, MemorySink, MemoryJournal, list[Event], Transfer]:
     log: list[tuple[str, object]] = []
-    source, sink, journal = MemorySource(data, log), MemorySink(log), MemoryJournal(log)
+    source, sink, journal = (
+        MemorySource(data, log),
+        MemorySink(log, can_read_back=can_read_back),
+        MemoryJournal(log),
+    )
     events: list[Event] = []
     options = OPTS._replace(**opts)  # type: ignore[arg-type]
     transfer = Transfer(
@@ -474,8 +478,7 @@ def test_the_default_checkpoint_interval_is_longer_where_a_resume_keeps_what_a_k
     *_, local = make(b"x", checkpoint_bytes=None)
     remote_source, *_, remote = make(b"x", checkpoint_bytes=None)
     remote_source.recheck_on_change = False  # a download: checking a chunk would download it
-    _, upload_sink, *_, upload = make(b"x", checkpoint_bytes=None)
-    upload_sink.can_read_back = False
+    *_, upload = make(b"x", checkpoint_bytes=None, can_read_back=False)  # the sink's capability is read once
     assert local.adopts and not remote.adopts and not upload.adopts
     assert Options().checkpoint_every(local.adopts) == CHECKPOINT_BYTES_KEPT > CHECKPOINT_BYTES
     assert Options().checkpoint_every(remote.adopts) == Options().checkpoint_every(upload.adopts)

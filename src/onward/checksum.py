@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .endpoints.direct import aligned_buffer
+from .endpoints.buffers import aligned_buffer
 from .errors import IntegrityError
 
 if TYPE_CHECKING:

@@ -2,61 +2,46 @@
 
 Every decision comes from ``onward.core``; every byte moves through an
 endpoint. The ordering rule lives here and nowhere else: chunk data is synced
-by the sink *before* the journal record that claims it is appended.
+by the sink *before* the journal record that claims it is appended. Taking up
+what an earlier run left is ``_resuming.Resuming`` (the engine's own half), which ``Transfer``
+builds on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import xxhash
 
+from ._resuming import Resuming, digest
 from .checksum import FinalCheck
 from .core.identity import Identity, matches, one_response
-from .core.journal import (
-    Decoded,
-    DecodeError,
-    Garbled,
-    Header,
-    decode,
-    encode_chunks,
-    encode_in_flight,
-    encode_promote,
-    encode_seal,
-    encode_start,
-)
+from .core.journal import encode_in_flight, encode_promote
 from .core.lifecycle import Lifecycle, State, Step
-from .core.plan import ChunkRecord, Plan, without
+from .core.plan import ChunkRecord, without
+from .core.resume import after_change
 from .core.retry import Backoff
 from .core.throttle import Throttle, paced
-from .core.trust import distrust
-from .endpoints import JournalStore, Sink, Source
-from .endpoints.direct import aligned_buffer
+from .endpoints import HoleSink, HoleSource, JournalStore, Sink, Source, change_reason, hole_sink, hole_source
 from .errors import (
-    DestinationError,
     DurabilityError,
     IntegrityError,
     Interrupted,
-    JournalError,
     NoSpaceError,
     OnwardError,
     TransientError,
 )
-from .events import Checkpoint, CopyResult, Done, Event, Listener, Notice, Progress, Retry, Start, dispatch
+from .events import Checkpoint, CopyResult, Done, Listener, Progress, Retry, Start
 from .options import Options
 from .readahead import Readahead
 from .units import format_size
 
-__all__ = ["Transfer"]
+__all__ = ["Transfer", "digest"]
 
 
-def digest(data: memoryview) -> bytes:
-    return xxhash.xxh3_128(data).digest()
-
-
-class Transfer:
+class Transfer(Resuming):
     """One copy from ``source`` to ``sink``; ``run()`` once."""
 
     def __init__(
@@ -74,25 +59,22 @@ class Transfer:
         throttle: Throttle | None = None,  # shared by several copies (a tree); else from options
     ) -> None:
         self.source, self.sink, self.journal, self.opts = source, sink, journal, options
+        self.listeners = listeners
+        super().__init__()
         if throttle is None and options.bwlimit is not None:
             throttle = paced(options.bwlimit, options.chunk_size, clock())
         self.throttle = throttle
-        self.final_check = final_check  # whole-file digests (--expect-digest), last step of verify
-        self.listeners = listeners
+        # Whole-file digests (--expect-digest), last step of verify: read back from the sink.
+        self.final_check = final_check
         self.clock, self.sleep, self._jitter = clock, sleep, jitter
         self.life = Lifecycle()
-        self.header: Header | None = None
-        self.committed: dict[int, ChunkRecord] = {}
         self.pending: list[ChunkRecord] = []  # written, not yet synced and journaled
         self.copied = 0
-        self.resumed_from = 0  # bytes kept from earlier runs (journaled, or written and adopted)
-        self.earlier: frozenset[int] = frozenset()  # the chunks those bytes are in
-        self.rechecked = 0  # bytes of earlier runs' chunks read back from the partial by this run
         self.wrong_read_backs = 0  # chunks of this run that read back wrong: one notice at the end
-        # A partial that can be read back gets IN-FLIGHT and SEAL records around every write, so
-        # that a resume can prove it untouched since (core/trust.py).
-        self.sealing = sink.can_read_back
-        self._buffer: memoryview | None = None
+        # --sparse: a source that knows its holes, a sink that can keep them (local files).
+        self.holes: tuple[HoleSource, HoleSink] | None = None
+        if options.sparse and (found := hole_source(source)) and (kept := hole_sink(sink)):
+            self.holes = (found, kept)
         self._zeros: dict[int, bytes] = {}  # the digest of zeros, by length (a chunk, the last one)
 
     def jitter(self) -> float:
@@ -110,33 +92,6 @@ class Transfer:
             wait = self.throttle.delay(moved, self.clock())
             if wait > 0:
                 self.sleep(wait)
-
-    # -- reporting -----------------------------------------------------------
-
-    def emit(self, event: Event) -> None:
-        for listener in self.listeners:
-            dispatch(listener, event)
-
-    def notice(self, message: str) -> None:
-        self.emit(Notice(self.sink.name, message))
-
-    @property
-    def plan(self) -> Plan:
-        assert self.header is not None
-        return self.header.plan
-
-    @property
-    def durable(self) -> int:
-        return self.plan.committed_bytes(self.committed)
-
-    @property
-    def buffer(self) -> memoryview:
-        """Where a chunk is read to be checked (and ``copy_single``'s one chunk): one chunk of
-        the plan, whose size is the journal's (an earlier run's ``--chunk-size``), not this
-        run's option; made on first use."""
-        if self._buffer is None:
-            self._buffer = aligned_buffer(self.plan.chunk_size)
-        return self._buffer
 
     # -- the run -------------------------------------------------------------
 
@@ -233,7 +188,7 @@ class Transfer:
             self.put(0, view, records[0].digest)
             self.pace(size)
             self.sink.sync()
-            if self.reads_back and self.check(self.sink.read_into, records):
+            if self.readable is not None and self.reads_back and self.check(self.readable.read_into, records):
                 self.wrong_read_backs += 1
                 return False
         if not matches(current, self.source.identity()):
@@ -291,228 +246,6 @@ class Transfer:
             done,
             total,
         )
-
-    # -- preparing: fresh start or resume -------------------------------------
-
-    def prepare(self, current: Identity) -> bool:
-        """Load or create the journal; True when an earlier run already promoted the copy."""
-        if self.opts.restart:
-            self.journal.remove()
-        raw = self.journal.read()
-        if raw is None:
-            self.start_fresh(current)
-            return False
-        try:
-            loaded = decode(raw)
-        except Garbled as exc:
-            aside = self.journal.set_aside()
-            self.start_over(current, f"{self.journal.name}: journal unreadable ({exc}), moved to {aside}")
-            return False
-        except DecodeError as exc:
-            raise JournalError(
-                f"{self.journal.name}: {exc}; move it away, or re-run with --restart to start over",
-                self.journal.name,
-            ) from None
-        self.check_owner(loaded.header, current)
-        self.header = loaded.header
-        if loaded.promote is not None and self.sink.holds(loaded.promote):
-            # Renamed into place by an earlier run that stopped before removing the journal.
-            self.committed = dict(loaded.chunks)
-            self.sink.settle()
-            self.journal.remove()
-            self.notice("an earlier run had already finished this copy; it is complete")
-            return True
-        self.resume(loaded, current)
-        return False
-
-    def start_fresh(self, current: Identity) -> None:
-        self.begin(current)
-        self.rewrite()
-
-    def start_over(self, current: Identity, why: str) -> None:
-        """A new journal in place of an unreadable one; for a local source the chunks the
-        partial holds that still equal the source's are kept (``adopt``), else it is emptied."""
-        present = self.sink.present()
-        if not present or not self.adopts:
-            self.notice(f"{why}; starting over")
-            self.start_fresh(current)
-            return
-        self.header = self.new_header(current)
-        self.committed = {}
-        self.rewrite()
-        self.adopt(present)
-        self.notice(f"{why}; kept {len(self.committed)} chunk(s) of the partial copy that equal the source")
-
-    def new_header(self, current: Identity) -> Header:
-        """A plan for the source as it is now."""
-        return Header(
-            source=self.source.name,
-            destination=self.sink.name,
-            identity=current,
-            chunk_size=self.opts.chunk_size,
-            total_size=current.size,
-            created=time.time(),
-        )
-
-    def begin(self, current: Identity) -> None:
-        """A plan for the source as it is now, nothing committed, an empty partial."""
-        self.header = self.new_header(current)
-        self.committed = {}
-        self.sink.reset()
-
-    def check_owner(self, header: Header, current: Identity) -> None:
-        if header.destination != self.sink.name:
-            raise JournalError(
-                f"{self.journal.name}: journal belongs to a copy to {header.destination}; "
-                "move it away, or re-run with --restart to start over",
-                self.journal.name,
-            )
-        same_file = "ino" in current.attrs and all(
-            header.identity.attrs.get(k) == current.attrs.get(k) for k in ("dev", "ino")
-        )
-        if header.source != self.source.name and not same_file:
-            raise DestinationError(
-                f"{self.sink.name}: holds an unfinished copy of {header.source}; re-run that copy "
-                "to finish it, or use --restart to discard it",
-                self.sink.name,
-            )
-
-    def resume(self, loaded: Decoded, current: Identity) -> None:
-        committed = dict(loaded.chunks)
-        damaged: list[int] = []  # found wrong in the partial: not worth adopting again
-        dirty = loaded.damaged_tail > 0
-        if dirty:
-            self.notice(f"journal tail damaged: ignored its last {loaded.damaged_tail} bytes")
-        present = self.sink.present()
-        if present is None:
-            if committed:
-                self.notice("the partial copy is gone; starting over")
-            committed, dirty = {}, True
-            self.sink.reset()
-        else:
-            short = self.plan.beyond(committed, present)
-            if short:
-                self.notice(
-                    f"the partial copy is shorter than its journal ({format_size(present)}); "
-                    f"copying {len(short)} chunk(s) again"
-                )
-                committed, dirty = without(committed, short), True
-        self.committed = committed
-        why = self.distrusted(loaded) if committed and self.opts.verify != "full" else None
-        if why is not None:  # no proof that the partial is as onward left it: read it all back
-            bad = self.check(self.reread, self.records(committed))
-            outcome = f"{len(bad)} damaged, copying them again" if bad else "all intact"
-            self.notice(f"{why}: read back its {len(committed)} committed chunk(s), {outcome}")
-            self.committed, dirty = without(committed, bad), dirty or bool(bad)
-            committed, damaged = self.committed, bad
-        if not matches(self.header_or_fail().identity, current):
-            why = "the source changed since the last run"
-            if one_response(self.header_or_fail().identity):  # nothing changed: it never could resume
-                why = "nothing changed, but the last run's server cannot resume a download"
-            self.rebase(current, why)
-            return
-        if not self.sink.can_read_back or why is not None:  # remote: nothing to read (docs/UPLOAD.md)
-            bad = []
-        elif self.opts.verify == "full":
-            bad = self.check(self.source.read_into, self.records(committed))
-            bad += self.check(self.reread, self.records(set(committed) - set(bad)))
-        else:  # proven untouched: only the last chunks, where an interruption does its damage
-            bad = self.check(self.reread, self.records(Plan.last(committed, self.opts.recheck_chunks)))
-        if bad:
-            self.notice(f"{len(bad)} chunk(s) of the partial copy are damaged; copying them again")
-            self.committed, dirty = without(self.committed, bad), True
-        if dirty:
-            self.rewrite()
-        elif self.sealing:
-            self.journal.note(self.sealed())  # as checked now: a next resume need not read it again
-        if present is not None and self.adopts:
-            self.adopt(present, skip=set(damaged + bad))
-
-    def distrusted(self, loaded: Decoded) -> str | None:
-        """Why the committed chunks cannot be trusted unread (core/trust.py), or None."""
-        if not self.sink.can_read_back:
-            return None
-        now = self.sink.seal()
-        if now is None:
-            return "the partial copy cannot be sealed"
-        return distrust(loaded.seal, loaded.in_flight, now)
-
-    def reread(self, offset: int, buf: memoryview) -> int:
-        """Read back, from the partial, a chunk an earlier run wrote (counted in ``rechecked``)."""
-        got = self.sink.read_into(offset, buf)
-        self.rechecked += got
-        return got
-
-    def sealed(self) -> bytes:
-        """A SEAL record of the partial as it is now, or nothing where it cannot be read back."""
-        seal = self.sink.seal() if self.sealing else None
-        return encode_seal(seal) if seal is not None else b""
-
-    @property
-    def adopts(self) -> bool:
-        """Whether a resume keeps the chunks written after the last checkpoint (``adopt``): a
-        cheap source to compare them with (a local file) and a sink to read them back from."""
-        return self.source.recheck_on_change and self.sink.can_read_back
-
-    def adopt(self, present: int, skip: Collection[int] = ()) -> None:
-        """Keep what an earlier run wrote after its last checkpoint (it was killed, or crashed)
-        instead of copying it again: the chunks the partial holds are made durable, read back
-        and journaled if they equal the source's, as that checkpoint would have done."""
-        records = []
-        for index in self.plan.unclaimed(self.committed, present):
-            if index in skip:
-                continue
-            offset, length = self.plan.span(index)
-            view = self.buffer[:length]
-            if self.source.read_into(offset, view) != length:
-                break  # the source got shorter: the copy finds out and deals with it
-            records.append(ChunkRecord(index, length, digest(view)))
-        if records:
-            self.claim(records, self.reread)  # always read back: what is on disk is unknown until read
-
-    def header_or_fail(self) -> Header:
-        assert self.header is not None
-        return self.header
-
-    def rebase(self, current: Identity, why: str) -> None:
-        """Adopt the source as it is now, keeping only committed chunks it still holds."""
-        self.header = self.header_or_fail()._replace(identity=current, total_size=current.size)
-        if not self.source.recheck_on_change:
-            # Re-checking a remote source's chunks would download them again: start over instead.
-            self.committed = {}
-            self.notice(f"{why}: starting over from zero")
-        else:
-            kept = self.plan.rebase(self.committed)
-            bad = self.check(self.source.read_into, self.records(kept))
-            self.committed = without(kept, bad)
-            self.notice(
-                f"{why}: kept {len(self.committed)} of {len(kept)} committed chunk(s) that still match it"
-            )
-        self.rewrite()
-        # Only what is still kept of the earlier runs' chunks counts as resumed (the done event).
-        self.resumed_from = self.plan.committed_bytes(
-            {i: self.committed[i] for i in self.earlier & set(self.committed)}
-        )
-
-    def rewrite(self) -> None:
-        """A new journal: the header, the chunks still trusted, and a seal of the partial as it
-        is now (every caller has just checked or decided what the partial holds)."""
-        self.journal.create(
-            encode_start(self.header_or_fail()) + encode_chunks(self.records(self.committed)) + self.sealed()
-        )
-
-    def records(self, indexes: Iterable[int]) -> list[ChunkRecord]:
-        return [self.committed[i] for i in sorted(indexes)]
-
-    def check(self, read: Callable[[int, memoryview], int], records: Iterable[ChunkRecord]) -> list[int]:
-        """Indexes of the ``records`` whose bytes, as ``read`` returns them, fail their digest."""
-        bad = []
-        for record in records:
-            offset = record.index * self.plan.chunk_size
-            view = self.buffer[: record.length]
-            if read(offset, view) != record.length or digest(view) != record.digest:
-                bad.append(record.index)
-        return bad
 
     # -- copying ------------------------------------------------------------
 
@@ -582,28 +315,26 @@ class Transfer:
         it is partly a hole, write only its data. Its record is an ordinary one, claimed after
         the sync that makes that size durable, and read back as any chunk (docs/JOURNAL.md).
         A chunk that read as zeros costs two ``SEEK_DATA``s; a data chunk one ``SEEK_HOLE``."""
-        if self.opts.sparse:
-            in_hole = getattr(self.source, "in_hole", None)  # local files only
-            leave_hole = getattr(self.sink, "leave_hole", None)
-            if in_hole and leave_hole:
-                if chunk_digest == self.zeros(len(view)):
-                    if in_hole(offset, len(view)) and leave_hole(offset, len(view)):
-                        return
-                elif self.put_data_only(offset, view, leave_hole):
+        if self.holes is not None:
+            source, sink = self.holes
+            if chunk_digest == self.zeros(len(view)):
+                if source.in_hole(offset, len(view)) and sink.leave_hole(offset, len(view)):
                     return
+            elif self.put_data_only(offset, view, source, sink):
+                return
         self.sink.write(offset, view)
 
-    def put_data_only(self, offset: int, view: memoryview, leave_hole: Callable[[int, int], bool]) -> bool:
+    def put_data_only(self, offset: int, view: memoryview, source: HoleSource, sink: HoleSink) -> bool:
         """A data chunk with holes in the source: write only its data extents, leave the rest
         holes. False (nothing written) when it has none, or where a hole of the source did
         not read as zeros or the partial holds data: then the chunk is written whole."""
-        spans = self.source.data_in(offset, len(view))  # type: ignore[attr-defined]
+        spans = source.data_in(offset, len(view))
         if spans is None:
             return False
         cuts = [offset, *(edge for span in spans for edge in span), offset + len(view)]
         gaps = [(a - offset, b - offset) for a, b in zip(cuts[::2], cuts[1::2], strict=True) if a < b]
         for a, b in gaps:
-            if view[a:b].tobytes() != bytes(b - a) or not leave_hole(offset + a, b - a):
+            if view[a:b].tobytes() != bytes(b - a) or not sink.leave_hole(offset + a, b - a):
                 return False
         for start, end in spans:
             self.sink.write(start, view[start - offset : end - offset])
@@ -619,7 +350,7 @@ class Transfer:
     def reads_back(self) -> bool:
         """Whether written chunks are read back after their sync (not with ``--verify none``,
         nor into a remote sink: docs/UPLOAD.md)."""
-        return self.opts.verify != "none" and self.sink.can_read_back
+        return self.opts.verify != "none" and self.readable is not None
 
     def checkpoint(self) -> None:
         """Sync the data, read it back, then journal the chunks that read back intact.
@@ -631,47 +362,46 @@ class Transfer:
         """
         if not self.pending:
             return
-        self.wrong_read_backs += self.claim(self.pending, self.sink.read_into if self.reads_back else None)
+        read = self.readable.read_into if self.readable is not None and self.reads_back else None
+        self.wrong_read_backs += self.claim(self.pending, read)
         # Cleared only once journaled: a Ctrl-C before this point leaves them to salvage()
         # (a record appended twice is harmless, the later one replaces the earlier).
         self.pending.clear()
         self.emit(Checkpoint(self.sink.name, self.durable, self.plan.total_size))
 
-    def claim(self, records: list[ChunkRecord], read: Callable[[int, memoryview], int] | None) -> int:
-        """Sync the partial, read ``records`` back from it with ``read`` (None: not at all), then
-        journal the ones that read back intact (the ordering rule: data durable before the record
-        claims it). Returns how many did not."""
-        self.sink.sync()
-        bad = set(self.check(read, records)) if read is not None else set()
-        good = [r for r in records if r.index not in bad]
-        if good:
-            self.journal.append(encode_chunks(good))
-            self.committed.update((r.index, r) for r in good)
-        return len(bad)
-
     # -- verifying and promoting ---------------------------------------------
 
     def source_changed(self) -> bool:
+        """Whether the source moved since the journal's header; if so, rebase onto it."""
         current = self.source.identity()
-        if matches(self.header_or_fail().identity, current):
+        change = after_change(
+            self.header_or_fail().identity,
+            current,
+            recheck_on_change=self.source.recheck_on_change,
+            since_last_run=False,
+            reason=change_reason(self.source),  # it may know better than "changed" (HTTP)
+        )
+        if change is None:
             return False
-        # A source may know better than "changed" (HTTP: a broken response that cannot go on).
-        why = getattr(self.source, "why_changed", None) or "the source changed during the copy"
-        self.rebase(current, why)
+        self.rebase(current, change)
         return True
 
     def verify(self) -> bool:
-        """End-to-end check of the whole partial; False sends the transfer back to copying."""
+        """End-to-end check of the whole partial; False sends the transfer back to copying.
+        A sink without read-back (an upload) has no partial of its own to cut to size or check:
+        the server's offset or the store's part checksums stand for it (docs/UPLOAD.md)."""
         if self.source_changed() or not self.plan.is_complete(self.committed):
             return False
-        self.sink.truncate(self.plan.total_size)
+        partial = self.readable
+        if partial is not None:
+            partial.truncate(self.plan.total_size)
         if self.sealing:
             self.journal.note(self.sealed())  # a truncation changes the partial's ctime
         everything = self.records(self.committed)
         bad: list[int] = []  # every chunk was read back after its sync, by the run that wrote it
-        if self.opts.verify == "full" and self.sink.can_read_back:
+        if self.opts.verify == "full" and partial is not None:
             bad = self.check(self.source.read_into, everything)
-            bad = sorted(set(bad) | set(self.check(self.sink.read_into, everything)))
+            bad = sorted(set(bad) | set(self.check(partial.read_into, everything)))
         if bad:
             self.notice(f"verification found {len(bad)} damaged chunk(s); copying them again")
             self.committed = without(self.committed, bad)
@@ -679,8 +409,8 @@ class Transfer:
             return False
         if self.source_changed():
             return False
-        if self.final_check is not None:
-            self.final_check(self.sink.read_into, self.plan.total_size)
+        if self.final_check is not None and partial is not None:
+            self.final_check(partial.read_into, self.plan.total_size)
         return True
 
     def promote(self) -> None:

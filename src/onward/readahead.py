@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import NamedTuple
 
-from .endpoints.direct import aligned_buffer
+from .endpoints.buffers import aligned_buffer
 
 __all__ = ["Chunk", "Readahead"]
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from ..core.treejournal import Stamp
 from ..errors import DurabilityError
-from .local import LocalSink
+from .local import LocalSink, fsync_dir
 
 __all__ = ["HAVE_SYNCFS", "Batch", "BatchSink", "MemoryJournal", "Pending", "Syncer"]
 
@@ -145,15 +145,7 @@ class Syncer:
         """fsync each directory: makes the renames in it durable (on ext4 the first one commits
         the journal for all of them), without waiting for other data the way syncfs would."""
         for directory in directories:
-            try:
-                _fsync_dir(directory)
-            except OSError as exc:
-                raise DurabilityError(
-                    f"{directory}: fsync of the directory after {doing} failed: "
-                    f"{os.strerror(exc.errno or 0)}; progress since the last checkpoint is not trusted, "
-                    "re-run to resume",
-                    directory,
-                ) from None
+            fsync_dir(directory, doing, directory=True)
 
     def flush(self, directories: Iterable[str], doing: str) -> None:
         try:
@@ -182,14 +174,6 @@ class Syncer:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Batch:

@@ -16,7 +16,6 @@ from typing import NoReturn
 
 from ..core.identity import Identity
 from ..core.journal import Promote, Seal
-from ..core.trust import UNKNOWN_BOOT
 from ..errors import (
     DestinationError,
     DurabilityError,
@@ -27,6 +26,7 @@ from ..errors import (
 )
 from . import Attributes
 from .direct import DirectFile, mostly_cached
+from .sealing import BOOT_ID, mount_id
 
 __all__ = [
     "JOURNAL_SUFFIX",
@@ -63,46 +63,23 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def fsync_dir(path: str, doing: str) -> None:
-    """fsync the directory holding ``path`` so a rename or unlink in it is durable."""
-    directory = os.path.dirname(path) or "."
+def fsync_dir(path: str, doing: str, *, directory: bool = False) -> None:
+    """fsync the directory holding ``path`` (``directory``: ``path`` itself) so that a rename,
+    a creation or an unlink in it is durable; ``doing`` names that step in the error."""
+    if not directory:
+        path = os.path.dirname(path) or "."
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
     except OSError as exc:
         raise DurabilityError(
-            f"{directory}: fsync of the directory after {doing} failed: {os.strerror(exc.errno or 0)}; "
-            "re-run to resume",
-            directory,
+            f"{path}: fsync of the directory after {doing} failed: {os.strerror(exc.errno or 0)}; "
+            "progress since the last checkpoint is not trusted, re-run to resume",
+            path,
         ) from None
-
-
-def _boot_id() -> bytes:
-    """This boot's id (Linux: a random UUID drawn at every boot), or all zeros when unknown."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
-            boot = bytes.fromhex(fh.read().decode("ascii").strip().replace("-", ""))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return UNKNOWN_BOOT
-    return boot if len(boot) == 16 else UNKNOWN_BOOT
-
-
-BOOT_ID = _boot_id()
-
-
-def mount_id(fd: int) -> int:
-    """The kernel's id of the mount ``fd`` is on (``/proc/self/fdinfo``), or 0 when unknown."""
-    try:
-        with open(f"/proc/self/fdinfo/{fd}", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"mnt_id:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 # Direct I/O for the source's reads and the partial's writes and read-backs (bench/onward_ablated.py
@@ -238,10 +215,24 @@ class LocalSink:
 
     @classmethod
     def open(cls, destination: str) -> LocalSink:
-        partial = partial_path(destination)
+        """Open (or create) and lock the partial. A partial this run creates is removed again at
+        ``close`` if nothing was ever written to it (a refused copy leaves nothing behind); so a
+        lock taken on a partial that was removed meanwhile is given up and the path opened again."""
         directory = os.path.dirname(destination) or "."
         if not os.path.isdir(directory):
             raise DestinationError(f"{directory}: destination directory does not exist", directory)
+        for _ in range(3):
+            sink = cls._open_locked(destination)
+            if sink is not None:
+                return sink
+        raise DestinationError(
+            f"{destination}: another onward keeps creating and removing its partial copy; re-run", destination
+        )
+
+    @classmethod
+    def _open_locked(cls, destination: str) -> LocalSink | None:
+        """The locked partial, or None when the path no longer names what was locked."""
+        partial = partial_path(destination)
         fresh = False
         try:
             try:
@@ -272,6 +263,9 @@ class LocalSink:
                 f"{destination}: another onward is copying to it right now; wait for it to finish",
                 destination,
             ) from None
+        if not _names(partial, st):
+            os.close(fd)
+            return None
         return cls(destination, fd, fresh)
 
     def _fail(self, exc: OSError, doing: str) -> NoReturn:
@@ -399,7 +393,20 @@ class LocalSink:
         fsync_dir(self.name, "renaming the finished copy")
 
     def close(self) -> None:
+        if self._fresh:  # created by this run, never reset or written: leave nothing new behind
+            with contextlib.suppress(OSError):
+                if _names(self.partial, os.fstat(self._fd)):
+                    os.unlink(self.partial)
         self._io.close()
+
+
+def _names(path: str, st: os.stat_result) -> bool:
+    """Whether ``path`` names the file ``st`` describes (not one removed and created again)."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
 class LocalJournal:

@@ -34,7 +34,8 @@ import botocore.session
 from .._version import __version__
 from ..core import s3 as proto
 from ..core.identity import Identity
-from ..core.journal import DecodeError, Promote, Seal, decode
+from ..core.journal import DecodeError, Promote, decode
+from ..core.resume import keeps_upload
 from ..errors import DestinationError, IntegrityError, OnwardError, SourceError, TransientError, UsageError
 from . import Attributes
 from .local import LocalJournal
@@ -182,7 +183,7 @@ def _checksum_param(algorithm: str) -> str:
 class S3UploadSink:
     """A multipart upload (or one PutObject) as the engine's sink; see the module's docstring."""
 
-    can_read_back = False  # integrity comes from per-part checksums the store checks
+    # No read-back capability (endpoints.ReadBack): integrity comes from per-part checksums the store checks.
 
     def __init__(
         self,
@@ -229,7 +230,7 @@ class S3UploadSink:
         exactly that file, else abort it (it is never completed from two versions of a file)."""
         self._identity, self._size = identity, size
         binding = self.binding
-        if binding is not None and (binding.identity != identity or binding.size != size):
+        if binding is not None and not keeps_upload(binding.identity, binding.size, identity, size):
             self._notice(
                 f"the file is not the one multipart upload {binding.upload_id} was made for: "
                 "aborting it and sending the file to a new upload"
@@ -284,16 +285,6 @@ class S3UploadSink:
         while len(self._inflight) >= self._connections:
             self._inflight.pop(0).result()
         self._inflight.append(self._pool.submit(self._put_part, number, body))
-
-    def read_into(self, offset: int, buf: memoryview) -> int:
-        raise DestinationError(f"{self.name}: an upload cannot be read back", self.name)
-
-    def truncate(self, size: int) -> None:
-        """Nothing to do: the object's size is the sum of its parts."""
-
-    def seal(self) -> Seal | None:
-        """Nothing to seal: ListParts, checked against the journal, is what a resume trusts."""
-        return None
 
     def sync(self) -> None:
         """Wait for every part in flight: each is durable once the store acknowledged it."""

@@ -5,7 +5,7 @@
 its URL is in the journal before a byte is sent), then appends each chunk with one PATCH
 from the offset the server holds, which is authoritative (``core.upload.place``): safe, as
 an upload is bound to the identity of the file it was made for (``uploadjournal``). It
-cannot be read back: every PATCH must be acknowledged with exactly the offset it reached,
+has no read-back capability (``endpoints.ReadBack``): every PATCH must be acknowledged with exactly the offset it reached,
 a tus server with the checksum extension gets an ``Upload-Checksum`` on every PATCH, an
 IETF upload ends with a ``Repr-Digest``. Nothing made here holds the URL's secrets.
 """
@@ -28,7 +28,8 @@ import httpx
 from ..core import upload as proto
 from ..core.http import parse_retry_after, redact_url
 from ..core.identity import Identity
-from ..core.journal import Promote, Seal, Upload
+from ..core.journal import Promote, Upload
+from ..core.resume import keeps_upload
 from ..errors import DestinationError, OnwardError, TransientError
 from .uploadjournal import JOURNAL_PREFIX, LOCK_SUFFIX, UploadJournal, lock_state  # for endpoints.s3
 
@@ -39,8 +40,6 @@ ReadSource = Callable[[int, memoryview], int]
 
 class UploadSink:
     """A tus or IETF-draft upload as the engine's sink. Build it with ``UploadSink.open``."""
-
-    can_read_back = False  # nothing to read back: see the module's docstring
 
     def __init__(
         self,
@@ -150,7 +149,7 @@ class UploadSink:
         for exactly that file, else drop it (the next chunk goes to a new upload)."""
         self._identity, self._size = identity, size
         binding = self._binding
-        if binding is not None and (binding.identity != identity or binding.size != size):
+        if binding is not None and not keeps_upload(binding.identity, binding.size, identity, size):
             self._notice(
                 f"the file is not the one the upload at {binding.url} was made for: "
                 "sending it to a new upload"
@@ -201,19 +200,6 @@ class UploadSink:
                 self._send(offset + where.skip, data[where.skip :])
         finally:
             self._in_engine_loop = False
-
-    def read_into(self, offset: int, buf: memoryview) -> int:
-        raise DestinationError(f"{self.name}: an upload cannot be read back", self.name)
-
-    def truncate(self, size: int) -> None:
-        """Nothing to do: an upload's length was fixed when it was created."""
-
-    def sync(self) -> None:
-        """Nothing to do: every PATCH was acknowledged with the offset it reached."""
-
-    def seal(self) -> Seal | None:
-        """Nothing to seal: the server's offset is what a resume trusts (docs/UPLOAD.md)."""
-        return None
 
     def token(self) -> Promote:
         return Promote(0, 0)
