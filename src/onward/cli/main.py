@@ -16,8 +16,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .._version import __version__
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, OnwardError
 
 
 def terminal_columns() -> int:
@@ -341,8 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # that escape (JSON lines stay valid UTF-8 and decode back to the same str), never as
         # a UnicodeEncodeError. Text for people shows them as "\xe9" (endpoints.localtree.display).
         sys.stdout.reconfigure(errors="backslashreplace")
-    from ..errors import OnwardError
-
     try:
         if args.verb == "copy":
             from . import copy
