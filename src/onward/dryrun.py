@@ -19,11 +19,12 @@ from .core.filters import Filter
 from .core.http import looks_like_url, name_from_url, redact_url
 from .core.identity import matches
 from .core.journal import Decoded, DecodeError, decode
-from .core.tree import DestTree, TreePlan, plan_tree
+from .core.tree import DestTree, TreePlan
 from .core.treejournal import Stamp, decode_tree
 from .endpoints.local import LocalSource, journal_path
 from .endpoints.localtree import TREE_JOURNAL, display, scan_destination, scan_source
 from .options import Options
+from .treecopy import plan_run
 
 __all__ = ["Planned", "plan_copy", "plan_tree_copy"]
 
@@ -107,19 +108,7 @@ def plan_tree_copy(
                 done = loaded.done
     exists = os.path.isdir(dst_root)  # a root a real run would make is planned as empty
     dest = scan_destination(dst_root, source, rules) if exists else DestTree(source.root, {})
-    plan = plan_tree(
-        source,
-        dest,
-        done,
-        source_root=src_root,
-        small=opts.chunk_size,
-        delete=delete,
-        preserve_mode=opts.preserve_mode,
-        preserve_times=opts.preserve_times,
-        verify_full=opts.verify == "full",
-        compare_content=compare,
-        restart=opts.restart,
-    )
+    plan = plan_run(source, dest, done, opts, source_root=src_root, delete=delete, compare=compare)
     return plan, actions_of(plan, source.skipped)
 
 

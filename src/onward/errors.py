@@ -40,8 +40,7 @@ __all__ = [
     "SourceError",
     "TransientError",
     "UsageError",
-    "from_oserror",
-]
+]  # what onward re-exports; from_oserror is for its endpoints
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -18,6 +18,7 @@ from ..events import (
     CopyResult,
     Done,
     Event,
+    FileAction,
     FileDone,
     Listener,
     Notice,
@@ -118,7 +119,7 @@ class Lister(Subscriber):
         emit_line(f"copied {event.result.location or event.result.destination}")
 
     def on_file(self, event: FileDone) -> None:
-        if event.action != "verified":
+        if event.action is not FileAction.VERIFIED:
             emit_line(f"{event.action} {event.path}")
 
 
