@@ -21,7 +21,8 @@ from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, OnwardError
 
 def terminal_columns() -> int:
     """What ``shutil.get_terminal_size`` says, without importing shutil for it: argparse does
-    that for every argument it is given when it is not told the width (2.5 ms of start-up)."""
+    that for every argument it is given when it is not told the width (start-up time:
+    docs/PERFORMANCE.md)."""
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:
@@ -103,7 +104,8 @@ class RuleAction(argparse.Action):
 
 def build_parser(only: str | None = None) -> Parser:
     """The whole command line, or with ``only`` a verb's own arguments and no other verb's:
-    building the parsers of the verbs not run was a tenth of a small copy's start-up."""
+    building the parsers of the verbs not run was a good share of a small copy's start-up
+    (docs/PERFORMANCE.md)."""
     parser = Parser(
         prog="onward",
         description="Copy big files so that an interruption costs only the bytes in flight: "
