@@ -96,6 +96,26 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    sources, dst = operands(args)
+    if args.dry_run:
+        from .dryrun import main as dry_run
+
+        return dry_run(args, sources, dst, options_from(args))
+    if args.recursive and any(p[:5].lower() == "s3://" for p in (*sources, dst)):
+        return copy_s3_trees(args, sources, dst)
+    tree_flags = args.delete or args.dereference or args.compare_content or args.rules
+    opts = options_from(args) if args.recursive or tree_flags else None  # trees: options first
+    if not args.recursive and tree_flags:
+        given = [("--delete", args.delete), ("-L", args.dereference), ("-c", args.compare_content)]
+        flag = next((name for name, on in given if on), "--exclude, --include or --filter")
+        raise UsageError(f"{flag} applies to directory trees; add -r")
+    if len(sources) > 1 and not os.path.isdir(dst):
+        raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
+    return copy_each(args, sources, dst, options_from(args) if opts is None else opts)
+
+
+def operands(args: argparse.Namespace) -> tuple[list[str], str]:
+    """(sources, destination), after refusing what no copy can do with them."""
     if len(args.paths) < 2:
         raise UsageError("copy needs a source and a destination: onward copy SRC [SRC...] DST")
     *sources, dst = args.paths
@@ -106,19 +126,12 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{target_name(dst)}: an upload sends one file (several files or -r go to a directory)"
             )
-    if args.dry_run:
-        from .dryrun import main as dry_run
+    return sources, dst
 
-        return dry_run(args, sources, dst, options_from(args))
-    if args.recursive and any(p[:5].lower() == "s3://" for p in (*sources, dst)):
-        return copy_s3_trees(args, sources, dst)
-    if not args.recursive and (args.delete or args.dereference or args.compare_content or args.rules):
-        given = [("--delete", args.delete), ("-L", args.dereference), ("-c", args.compare_content)]
-        flag = next((name for name, on in given if on), "--exclude, --include or --filter")
-        raise UsageError(f"{flag} applies to directory trees; add -r")
-    if len(sources) > 1 and not os.path.isdir(dst):
-        raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
-    opts = options_from(args)
+
+def copy_each(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str, Any]) -> int:
+    """Copy every source in turn; with several, one that fails is reported and the rest go on
+    (exit 1, or 23 when only entries of trees failed)."""
     failed = partial = False
     for src in sources:
         tree = args.recursive and (os.path.isdir(src) or not os.path.lexists(src))
