@@ -42,6 +42,7 @@ __all__ = [
     "UsageError",
 ]  # what onward re-exports; from_oserror is for its endpoints
 
+# The exit codes of the command line, here only (``onward --help`` and docs/CLI.md list them).
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

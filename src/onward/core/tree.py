@@ -5,7 +5,7 @@ journal's DONE records, ``plan_tree`` says which entries are done, which files
 to copy (or copy again), which directories to make, which symlinks and hard
 links to (re)create, what to remove (``--delete``) or only report, which
 conflicts to report, and which of onward's own working files are stale. The
-orchestrator (``onward.tree``) carries the plan out; nothing here touches a
+orchestrator (``onward.treecopy``) carries the plan out; nothing here touches a
 disk.
 
 Paths are relative to the roots, ``/``-separated, as ``str`` with Python's
@@ -156,7 +156,7 @@ class Conflict(NamedTuple):
 
 
 class TreePlan:
-    """What one run of a tree copy must do, in the order ``tree.TreeCopy`` does it."""
+    """What one run of a tree copy must do, in the order ``treecopy.TreeCopy`` does it."""
 
     __slots__ = (
         "attrs",
