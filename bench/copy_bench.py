@@ -63,8 +63,8 @@ COPY_VS_SYNC = 1.05  # onward durable full copy of 2 GiB <= 1.05 x (cp && sync)
 NO_READBACK = "variant:--verify none"  # key of the row of onward without the device read-back
 COPY_TARGET_SIZE = 2 * GiB
 RESUME_VS_FULL = 0.15  # resume at 90 % <= 0.15 x onward's own full copy
-# Below this the resume's fixed cost (Python's start-up, about 55 ms, the re-check, the final
-# sync) is most of it: 10 % of 256 MiB is about 40 ms of copying, and 0.15 x a 0.4 s copy is 60 ms.
+# Below this the resume's fixed cost (Python's start-up, the re-check, the final sync) is most
+# of it (the figures: docs/PERFORMANCE.md, "Figures the code's choices rest on").
 RESUME_MIN_SIZE = 2 * GiB
 RSS_LIMIT_MIB = 64.0  # peak RSS, every size
 RSS_SAME = (0.10, 2.0)  # "the same" for 256 MiB and 2 GiB: within 10 % or 2 MiB

@@ -103,9 +103,8 @@ class Bench:
         self.down = scratch / "down.bin"
 
     def start_server(self, with_source: bool) -> None:
-        """A fresh server for every run (moto slows down as it serves more: the same 256 MiB
-        upload took 2.9 s on a new server, 10.9 s on one that had served four transfers), with
-        the bucket and, for a download, the object in 8 MiB parts, put there untimed."""
+        """A fresh server for every run (moto slows down as it serves more: docs/PERFORMANCE.md),
+        with the bucket and, for a download, the object in 8 MiB parts, put there untimed."""
         self.close()
         self.server = subprocess.Popen(
             [sys.executable, "-c", SERVER],

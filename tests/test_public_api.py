@@ -26,7 +26,8 @@ def test_all_is_exactly_the_public_surface() -> None:
         assert hasattr(onward, name), name
     public = {n for n in vars(onward) if not n.startswith("_")} - {
         "api", "cli", "core", "endpoints", "engine", "errors", "events", "options", "readahead",
-        "status", "units", "checksum", "download", "tree", "treestatus", "server", "upload", "unsized",
+        "status", "units", "checksum", "download", "tree", "treecopy", "treeentries", "treestatus", "server",
+        "upload", "unsized",
     }  # fmt: skip
     assert public <= EXPECTED
 

@@ -5,43 +5,17 @@ continues from the last durable checkpoint, never stitches two versions of a
 source together, and never leaves a torn file under the destination's name.
 """
 
+# ruff: noqa: F403, F405 (the errors and the events are imported whole, for type checkers only)
+
 import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._version import __version__
 
-if _TYPE_CHECKING:
+if _TYPE_CHECKING:  # what type checkers see; __all__ below says which names onward exports
     from .api import copy
-    from .errors import (
-        DestinationError,
-        DurabilityError,
-        IntegrityError,
-        Interrupted,
-        JournalError,
-        NoSpaceError,
-        OnwardError,
-        PartialCopyError,
-        SourceError,
-        TransientError,
-        UsageError,
-    )
-    from .events import (
-        Checkpoint,
-        CopyResult,
-        Done,
-        Event,
-        FileDone,
-        FileFailed,
-        Notice,
-        Progress,
-        Retry,
-        Start,
-        Subscriber,
-        TreeDone,
-        TreeProgress,
-        TreeResult,
-        TreeStart,
-    )
+    from .errors import *
+    from .events import *
     from .options import Options
     from .status import Unfinished, find_unfinished, remove_unfinished
     from .tree import copy_tree

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .checksum import final_check
 from .core.http import Expected, name_from_url, parse_checksum, safe_filename
-from .endpoints.http import HttpSource
+from .endpoints.http import HttpSource, OnRetry
 from .endpoints.local import JOURNAL_SUFFIX, LocalJournal, LocalSink
 from .engine import Transfer
 from .errors import DestinationError, UsageError
@@ -84,6 +84,22 @@ def suggested_name(raw: str | None, allow_hidden: bool) -> tuple[str | None, str
     )
 
 
+def open_source(url: str, opts: Options, on_retry: OnRetry) -> HttpSource:
+    """The source of a download: the server asked about the file, with retries."""
+    headers, timeout, connections, retries = opts.headers, opts.timeout, opts.connections, opts.retries
+    return HttpSource.open(
+        url, headers=headers, timeout=timeout, connections=connections, retries=retries, on_retry=on_retry
+    )
+
+
+def file_sink(path: str) -> tuple[str, LocalSink]:
+    """The absolute path a download writes and its sink; a directory there is refused."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise DestinationError(f"{path}: is a directory; cannot replace it with a file", path)
+    return path, LocalSink.open(path)
+
+
 def download(url: str, dst: str, opts: Options, listeners: Sequence[Listener] = ()) -> CopyResult:
     where = [dst]  # what Retry and Notice events name, once known
 
@@ -94,20 +110,10 @@ def download(url: str, dst: str, opts: Options, listeners: Sequence[Listener] = 
     def on_retry(attempt: int, delay: float, message: str) -> None:
         emit(Retry(where[0], attempt, delay, message))
 
-    source = HttpSource.open(
-        url,
-        headers=opts.headers,
-        timeout=opts.timeout,
-        connections=opts.connections,
-        retries=opts.retries,
-        on_retry=on_retry,
-    )
+    source = open_source(url, opts, on_retry)
     try:
         target, note = download_target(source, dst, opts)
-        target = os.path.abspath(target)
-        if os.path.isdir(target):
-            raise DestinationError(f"{target}: is a directory; cannot replace it with a file", target)
-        sink = LocalSink.open(target)
+        target, sink = file_sink(target)
     except BaseException:
         source.close()
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import NamedTuple
 
 from .api import resolve_destination
@@ -19,21 +20,42 @@ from .core.filters import Filter
 from .core.http import looks_like_url, name_from_url, redact_url
 from .core.identity import matches
 from .core.journal import Decoded, DecodeError, decode
-from .core.tree import DestTree, TreePlan, plan_tree
+from .core.tree import CopyReason, DestTree, TreePlan
 from .core.treejournal import Stamp, decode_tree
 from .endpoints.local import LocalSource, journal_path
 from .endpoints.localtree import TREE_JOURNAL, display, scan_destination, scan_source
 from .options import Options
+from .treecopy import plan_run
 
 __all__ = ["Planned", "plan_copy", "plan_tree_copy"]
 
 
-class Planned(NamedTuple):
-    """One thing a run would do: ``action`` (copy, resume, download, upload, refuse; for trees
-    also mkdir, link, symlink, update, compare, delete, replace, skip, conflict, keep),
-    the ``path`` it concerns (a tree's relative to its roots), the bytes it would move."""
+class Act(StrEnum):
+    """What a run would do (a ``plan`` line's ``action``); the second group only in trees."""
 
-    action: str
+    COPY = "copy"
+    RESUME = "resume"
+    DOWNLOAD = "download"
+    UPLOAD = "upload"
+    REFUSE = "refuse"
+
+    MKDIR = "mkdir"
+    LINK = "link"
+    SYMLINK = "symlink"
+    UPDATE = "update"
+    COMPARE = "compare"
+    DELETE = "delete"
+    REPLACE = "replace"
+    SKIP = "skip"
+    CONFLICT = "conflict"
+    KEEP = "keep"
+
+
+class Planned(NamedTuple):
+    """One thing a run would do, the ``path`` it concerns (a tree's relative to its roots),
+    the bytes it would move."""
+
+    action: Act
     path: str
     bytes: int = 0
     note: str = ""
@@ -57,7 +79,7 @@ def _journal(path: str) -> Decoded | str | None:
 def plan_copy(src: str, dst: str, opts: Options) -> Planned:
     """What ``onward copy SRC DST`` would do with one file, a URL or an upload."""
     if looks_like_url(dst):
-        return Planned("upload", redact_url(dst), os.stat(src).st_size, f"of {src}")
+        return Planned(Act.UPLOAD, redact_url(dst), os.stat(src).st_size, f"of {src}")
     if looks_like_url(src):
         target = os.path.join(dst, name_from_url(src) or "?") if os.path.isdir(dst) else dst
         found = None if opts.restart else _journal(journal_path(target))
@@ -65,7 +87,7 @@ def plan_copy(src: str, dst: str, opts: Options) -> Planned:
         if isinstance(found, Decoded) and found.header.source == redact_url(src):
             done = found.header.plan.committed_bytes(found.chunks)
             note += f", resuming at {done} bytes if the server still has the same version"
-        return Planned("download", target, -1, note)
+        return Planned(Act.DOWNLOAD, target, -1, note)
     target = os.path.abspath(resolve_destination(src, dst))
     source = LocalSource.open(src)
     try:
@@ -75,15 +97,15 @@ def plan_copy(src: str, dst: str, opts: Options) -> Planned:
     size = identity.size
     found = None if opts.restart else _journal(journal_path(target))
     if found is None:
-        return Planned("copy", target, size, "replacing the file there" if os.path.exists(target) else "")
+        return Planned(Act.COPY, target, size, "replacing the file there" if os.path.exists(target) else "")
     if isinstance(found, str):
-        return Planned("refuse", target, 0, f"{found}; --restart discards it")
+        return Planned(Act.REFUSE, target, 0, f"{found}; --restart discards it")
     if found.header.source != source.name:
-        return Planned("refuse", target, 0, f"holds an unfinished copy of {found.header.source}")
+        return Planned(Act.REFUSE, target, 0, f"holds an unfinished copy of {found.header.source}")
     if not matches(found.header.identity, identity):
-        return Planned("resume", target, size, "the source changed: committed chunks are checked again")
+        return Planned(Act.RESUME, target, size, "the source changed: committed chunks are checked again")
     done = found.header.plan.committed_bytes(found.chunks)
-    return Planned("resume", target, size - done, f"at {done} of {size} bytes")
+    return Planned(Act.RESUME, target, size - done, f"at {done} of {size} bytes")
 
 
 def plan_tree_copy(
@@ -107,36 +129,25 @@ def plan_tree_copy(
                 done = loaded.done
     exists = os.path.isdir(dst_root)  # a root a real run would make is planned as empty
     dest = scan_destination(dst_root, source, rules) if exists else DestTree(source.root, {})
-    plan = plan_tree(
-        source,
-        dest,
-        done,
-        source_root=src_root,
-        small=opts.chunk_size,
-        delete=delete,
-        preserve_mode=opts.preserve_mode,
-        preserve_times=opts.preserve_times,
-        verify_full=opts.verify == "full",
-        compare_content=compare,
-        restart=opts.restart,
-    )
+    plan = plan_run(source, dest, done, opts, source_root=src_root, delete=delete, compare=compare)
     return plan, actions_of(plan, source.skipped)
 
 
 def actions_of(plan: TreePlan, skipped: Sequence[tuple[str, str]]) -> list[Planned]:
     deleted = set(plan.deleted)
-    out = [Planned("delete" if p in deleted else "replace", p) for p in plan.removals]
-    out += [Planned("mkdir", p) for p in plan.mkdirs]
-    out += [Planned("compare", c.path, c.size, "copied only if its bytes differ") for c in plan.verify]
+    out = [Planned(Act.DELETE if p in deleted else Act.REPLACE, p) for p in plan.removals]
+    out += [Planned(Act.MKDIR, p) for p in plan.mkdirs]
+    out += [Planned(Act.COMPARE, c.path, c.size, "copied only if its bytes differ") for c in plan.verify]
     out += [
-        Planned("resume" if c.reason == "resume" else "copy", c.path, c.size, c.reason) for c in plan.copies
+        Planned(Act.RESUME if c.reason is CopyReason.RESUME else Act.COPY, c.path, c.size, c.reason)
+        for c in plan.copies
     ]
-    out += [Planned("link", link.path, 0, f"to {link.leader}") for link in plan.links]
-    out += [Planned("symlink", s.path, 0, f"-> {s.target}") for s in plan.symlinks]
-    out += [Planned("update", p, 0, f"mode {mode:o}") for p, mode in plan.modes]
-    out += [Planned("skip", p, 0, why) for p, why in [*skipped, *plan.skipped]]
-    out += [Planned("conflict", c.path, 0, c.message) for c in plan.conflicts]
-    out += [Planned("keep", p, 0, "not in the source (--delete would remove it)") for p in plan.extras]
+    out += [Planned(Act.LINK, link.path, 0, f"to {link.leader}") for link in plan.links]
+    out += [Planned(Act.SYMLINK, s.path, 0, f"-> {s.target}") for s in plan.symlinks]
+    out += [Planned(Act.UPDATE, p, 0, f"mode {mode:o}") for p, mode in plan.modes]
+    out += [Planned(Act.SKIP, p, 0, why) for p, why in [*skipped, *plan.skipped]]
+    out += [Planned(Act.CONFLICT, c.path, 0, c.message) for c in plan.conflicts]
+    out += [Planned(Act.KEEP, p, 0, "not in the source (--delete would remove it)") for p in plan.extras]
     return out
 
 

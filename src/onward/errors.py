@@ -40,9 +40,9 @@ __all__ = [
     "SourceError",
     "TransientError",
     "UsageError",
-    "from_oserror",
-]
+]  # what onward re-exports; from_oserror is for its endpoints
 
+# The exit codes of the command line, here only (``onward --help`` and docs/CLI.md list them).
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -6,6 +6,7 @@ callable that receives every event. Nothing in the library prints.
 """
 
 from collections.abc import Callable
+from enum import StrEnum
 from typing import NamedTuple
 
 __all__ = [
@@ -24,8 +25,34 @@ __all__ = [
     "TreeProgress",
     "TreeResult",
     "TreeStart",
-    "dispatch",
-]
+]  # what onward re-exports; dispatch is for its engine
+
+
+class EventKind(StrEnum):
+    """What an event is: its ``kind``, and the ``event`` field of its JSON line (docs/CLI.md)."""
+
+    START = "start"
+    PROGRESS = "progress"
+    CHECKPOINT = "checkpoint"
+    RETRY = "retry"
+    NOTICE = "notice"
+    DONE = "done"
+    TREE_START = "tree-start"
+    FILE = "file"
+    FILE_ERROR = "file-error"
+    TREE_PROGRESS = "tree-progress"
+    SUMMARY = "summary"
+
+
+class FileAction(StrEnum):
+    """What a tree copy did to one entry (``FileDone.action``)."""
+
+    COPIED = "copied"
+    LINKED = "linked"  # a hard link made
+    SYMLINKED = "symlinked"
+    UPDATED = "updated"  # permission bits only
+    VERIFIED = "verified"  # --verify full or -c found it intact
+    DELETED = "deleted"  # --delete
 
 
 class CopyResult(NamedTuple):
@@ -52,8 +79,8 @@ class Start(NamedTuple):
     chunk_size: int
 
     @property
-    def kind(self) -> str:
-        return "start"
+    def kind(self) -> EventKind:
+        return EventKind.START
 
 
 class Progress(NamedTuple):
@@ -63,8 +90,8 @@ class Progress(NamedTuple):
     copied: int  # bytes moved by this run
 
     @property
-    def kind(self) -> str:
-        return "progress"
+    def kind(self) -> EventKind:
+        return EventKind.PROGRESS
 
 
 class Checkpoint(NamedTuple):
@@ -73,8 +100,8 @@ class Checkpoint(NamedTuple):
     total: int
 
     @property
-    def kind(self) -> str:
-        return "checkpoint"
+    def kind(self) -> EventKind:
+        return EventKind.CHECKPOINT
 
 
 class Retry(NamedTuple):
@@ -84,8 +111,8 @@ class Retry(NamedTuple):
     error: str
 
     @property
-    def kind(self) -> str:
-        return "retry"
+    def kind(self) -> EventKind:
+        return EventKind.RETRY
 
 
 class Notice(NamedTuple):
@@ -93,16 +120,16 @@ class Notice(NamedTuple):
     message: str
 
     @property
-    def kind(self) -> str:
-        return "notice"
+    def kind(self) -> EventKind:
+        return EventKind.NOTICE
 
 
 class Done(NamedTuple):
     result: CopyResult
 
     @property
-    def kind(self) -> str:
-        return "done"
+    def kind(self) -> EventKind:
+        return EventKind.DONE
 
 
 # -- directory trees (onward.copy_tree; docs/CLI.md, "--json events of a tree") ----------
@@ -137,16 +164,15 @@ class TreeStart(NamedTuple):
     bytes_done: int
 
     @property
-    def kind(self) -> str:
-        return "tree-start"
+    def kind(self) -> EventKind:
+        return EventKind.TREE_START
 
 
 class FileDone(NamedTuple):
-    """One entry made, replaced or removed: ``action`` is copied, linked, symlinked, updated
-    (permission bits only), verified (--verify full or -c found it intact) or deleted."""
+    """One entry made, replaced or removed, and how (``FileAction``)."""
 
     path: str  # relative to the roots
-    action: str
+    action: FileAction
     size: int
     copied: int  # bytes moved for it by this run
     resumed_from: int  # bytes of it kept from earlier runs
@@ -154,8 +180,8 @@ class FileDone(NamedTuple):
     files: int
 
     @property
-    def kind(self) -> str:
-        return "file"
+    def kind(self) -> EventKind:
+        return EventKind.FILE
 
 
 class FileFailed(NamedTuple):
@@ -163,8 +189,8 @@ class FileFailed(NamedTuple):
     message: str
 
     @property
-    def kind(self) -> str:
-        return "file-error"
+    def kind(self) -> EventKind:
+        return EventKind.FILE_ERROR
 
 
 class TreeProgress(NamedTuple):
@@ -175,16 +201,16 @@ class TreeProgress(NamedTuple):
     copied: int  # bytes moved by this run
 
     @property
-    def kind(self) -> str:
-        return "tree-progress"
+    def kind(self) -> EventKind:
+        return EventKind.TREE_PROGRESS
 
 
 class TreeDone(NamedTuple):
     result: TreeResult
 
     @property
-    def kind(self) -> str:
-        return "summary"
+    def kind(self) -> EventKind:
+        return EventKind.SUMMARY
 
 
 Event = (

@@ -14,12 +14,12 @@ MAX_CONNECTIONS = 16
 S3_CHECKSUMS = ("crc32c", "crc32", "sha256", "sha1")  # the keys of core.s3.CHECKSUMS
 
 
-# Checkpoint intervals (docs/PERFORMANCE.md). Each ``fdatasync`` flushes the disk's write cache,
-# at a fixed cost per flush (6-20 ms on a virtual disk), so fewer checkpoints copy faster; what
-# a longer interval risks is the work a resume has to redo. A resume of a local copy keeps what
-# was written after the last checkpoint (``Transfer.adopt``): there only a power cut loses up to
-# one interval (a 2 GiB copy: 3.2 s with 64 MiB checkpoints, 3.0 s with 256 MiB, interleaved).
-# A download, an upload or a batch of small files cannot keep it: there a kill loses it too.
+# Checkpoint intervals (docs/PERFORMANCE.md, "Figures the code's choices rest on"). Each
+# ``fdatasync`` flushes the disk's write cache at a fixed cost per flush, so fewer checkpoints
+# copy faster; what a longer interval risks is the work a resume has to redo. A resume of a
+# local copy keeps what was written after the last checkpoint (``Transfer.adopt``): there only
+# a power cut loses up to one interval, so it gets the longer one. A download, an upload or a
+# batch of small files cannot keep it: there a kill loses it too.
 CHECKPOINT_BYTES = 64 * MiB
 CHECKPOINT_BYTES_KEPT = 256 * MiB  # where a resume keeps the chunks written after the checkpoint
 

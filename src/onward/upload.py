@@ -10,13 +10,14 @@ identity and size), and runs the ``Transfer``. docs/UPLOAD.md has the rules.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
 from .core import upload as proto
 from .core.http import looks_like_url, redact_url
 from .core.identity import matches
-from .core.journal import DecodeError, decode
+from .core.journal import DecodeError, Upload, decode
 from .endpoints.local import LocalSource
 from .endpoints.tus import UploadSink
 from .endpoints.uploadjournal import UploadJournal
@@ -93,18 +94,20 @@ def upload(src: str, url: str, opts: Options, listeners: Sequence[Listener] = ()
     return Transfer(source, sink, journal, opts, [emit]).run()._replace(location=sink.upload_url)
 
 
+def recorded_upload(journal: UploadJournal) -> Upload | None:
+    """The upload the journal of an earlier run names; None without one, or when the journal
+    cannot be read (the engine reports that)."""
+    raw = journal.read()
+    with contextlib.suppress(DecodeError):
+        return None if raw is None else decode(raw).upload
+    return None
+
+
 def continue_earlier(
     journal: UploadJournal, sink: UploadSink, source: LocalSource, target: proto.Target
 ) -> None:
     """Hand the sink the upload an earlier run made, if it was made for this very file."""
-    raw = journal.read()
-    if raw is None:
-        return
-    try:
-        loaded = decode(raw)
-    except DecodeError:
-        return  # the engine reports the journal itself
-    binding = loaded.upload
+    binding = recorded_upload(journal)
     if binding is None:
         return
     current = source.identity()

@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..endpoints.localtree import display
-from ..errors import OnwardError, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, OnwardError, UsageError
 from ..status import remove_unfinished
 from ..units import format_size
 from .render import emit_json, report_error
@@ -19,7 +19,7 @@ def main(args: argparse.Namespace) -> int:
     if not items:
         if not args.json:
             print(f"no unfinished copies under {display(args.path)}")
-        return 0
+        return EXIT_OK
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(
@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
         answer = input(f"remove {len(items)} unfinished copies and their progress? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing removed")
-            return 0
+            return EXIT_OK
     failed = 0
     for item in items:
         freed = sum(os.path.getsize(p) for p in (item.partial, item.journal) if p and os.path.exists(p))
@@ -46,4 +46,4 @@ def main(args: argparse.Namespace) -> int:
             print(f"aborted multipart upload {item.upload_id} of {item.destination}")
         else:
             print(f"removed the unfinished copy to {display(item.destination)} ({format_size(freed)} freed)")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK

@@ -1,16 +1,30 @@
-"""``onward copy SRC... DST``."""
+"""``onward copy SRC... DST``, and ``copy -r`` of directory trees.
+
+A tree reports through the same subscribers as a file (``render.listeners_for``): a bar
+(files done/total, bytes, rate, ETA) on a terminal, plain progress lines with
+``--progress``, notices (special files skipped, entries only in the destination) as they
+come, and every failure listed at the end, before the final line that says how many
+failed (exit 23). ``--json``: one object per event (docs/CLI.md, "--json events of a tree").
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
-from ..errors import Interrupted, OnwardError, UsageError
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Interrupted,
+    OnwardError,
+    PartialCopyError,
+    UsageError,
+)
 from ..events import Listener
 from ..units import parse_size
-from .render import JsonLines, Lister, Notices, RichProgress, TextProgress, report_error
+from .render import JsonLines, Notices, TextProgress, listeners_for, report_error
 
 PRESERVABLE = {"mode": "preserve_mode", "timestamps": "preserve_times"}
 
@@ -81,25 +95,27 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def listeners_for(args: argparse.Namespace) -> tuple[list[Listener], RichProgress | None]:
-    if args.json:
-        return [JsonLines()], None
-    listeners, bar = people_listeners(args)
-    return ([*listeners, Lister()] if args.verbose else listeners), bar
-
-
-def people_listeners(args: argparse.Namespace) -> tuple[list[Listener], RichProgress | None]:
-    if args.quiet:
-        return [Notices()], None
-    if sys.stderr.isatty():
-        bar = RichProgress()
-        return [bar], bar
-    if args.progress:
-        return [Notices(), TextProgress()], None
-    return [Notices()], None
-
-
 def main(args: argparse.Namespace) -> int:
+    sources, dst = operands(args)
+    if args.dry_run:
+        from .dryrun import main as dry_run
+
+        return dry_run(args, sources, dst, options_from(args))
+    if args.recursive and any(p[:5].lower() == "s3://" for p in (*sources, dst)):
+        return copy_s3_trees(args, sources, dst)
+    tree_flags = args.delete or args.dereference or args.compare_content or args.rules
+    opts = options_from(args) if args.recursive or tree_flags else None  # trees: options first
+    if not args.recursive and tree_flags:
+        given = [("--delete", args.delete), ("-L", args.dereference), ("-c", args.compare_content)]
+        flag = next((name for name, on in given if on), "--exclude, --include or --filter")
+        raise UsageError(f"{flag} applies to directory trees; add -r")
+    if len(sources) > 1 and not os.path.isdir(dst):
+        raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
+    return copy_each(args, sources, dst, options_from(args) if opts is None else opts)
+
+
+def operands(args: argparse.Namespace) -> tuple[list[str], str]:
+    """(sources, destination), after refusing what no copy can do with them."""
     if len(args.paths) < 2:
         raise UsageError("copy needs a source and a destination: onward copy SRC [SRC...] DST")
     *sources, dst = args.paths
@@ -110,37 +126,59 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{target_name(dst)}: an upload sends one file (several files or -r go to a directory)"
             )
-    if args.dry_run:
-        from .dryrun import main as dry_run
+    return sources, dst
 
-        return dry_run(args, sources, dst, options_from(args))
-    if args.recursive and any(p[:5].lower() == "s3://" for p in (*sources, dst)):
-        return copy_s3_trees(args, sources, dst)
-    if args.recursive or args.delete or args.dereference or args.compare_content or args.rules:
-        from .copytree import main as copy_trees
 
-        return copy_trees(args, sources, dst, options_from(args))
-    if len(sources) > 1 and not os.path.isdir(dst):
-        raise UsageError(f"{dst}: is not a directory (several sources go into a directory)")
-    from ..api import copy  # the engine only once something is to be copied
-
-    opts = options_from(args)
-    failed = 0
+def copy_each(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str, Any]) -> int:
+    """Copy every source in turn; with several, one that fails is reported and the rest go on
+    (exit 1, or 23 when only entries of trees failed)."""
+    failed = partial = False
     for src in sources:
-        listeners, bar = listeners_for(args)
+        tree = args.recursive and (os.path.isdir(src) or not os.path.lexists(src))
+        listeners, bar = listeners_for(args, tree=tree)
         try:
-            copy(src, dst, listeners=listeners, **opts)
+            copy_one(args, src, dst, listeners, opts, tree=tree)
         except Interrupted:
             raise
         except OnwardError as exc:
             if len(sources) == 1:
                 raise
             report_error(exc, json_mode=args.json)
-            failed += 1
+            partial = partial or isinstance(exc, PartialCopyError)
+            failed = failed or not isinstance(exc, PartialCopyError)
         finally:
             if bar is not None:
                 bar.stop()
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_PARTIAL if partial else EXIT_OK
+
+
+def copy_one(
+    args: argparse.Namespace,
+    src: str,
+    dst: str,
+    listeners: list[Listener],
+    opts: dict[str, Any],
+    *,
+    tree: bool,
+) -> None:
+    """One source: a directory tree (``tree``), else a file, a URL or an upload."""
+    if not tree:
+        from ..api import copy  # the engine only once something is to be copied
+
+        copy(src, dst, listeners=listeners, **opts)
+        return
+    from ..tree import copy_tree
+
+    copy_tree(
+        src,
+        dst,
+        listeners=listeners,
+        delete=args.delete,
+        follow_symlinks=args.dereference,
+        compare_content=args.compare_content,
+        rules=args.rules,
+        **opts,
+    )
 
 
 def copy_s3_trees(args: argparse.Namespace, sources: list[str], dst: str) -> int:
@@ -161,4 +199,4 @@ def copy_s3_trees(args: argparse.Namespace, sources: list[str], dst: str) -> int
         copied, skipped = copy_tree(src, dst, opts, per_file)
         if not args.quiet and not args.json:
             print(f"{src} -> {dst}: {copied} file(s) copied, {skipped} already there")
-    return 0
+    return EXIT_OK

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..dryrun import Planned, plan_copy, plan_tree_copy, shown
 from ..endpoints.localtree import display
-from ..errors import OnwardError
+from ..errors import EXIT_FAILED, EXIT_OK, OnwardError
 from ..options import Options
 from ..tree import resolve_tree
 from ..units import format_size
@@ -43,7 +43,7 @@ def main(args: argparse.Namespace, sources: list[str], dst: str, opts: dict[str,
         emit_json({"event": "dry_run", "bytes": moved})
     else:
         sys.stderr.write(f"onward: dry run: {format_size(moved)} would be copied; nothing was written\n")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def plan_one(args: argparse.Namespace, src: str, dst: str, opts: Options) -> list[Planned]:

@@ -16,13 +16,13 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .._version import __version__
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, OnwardError
 
 
 def terminal_columns() -> int:
     """What ``shutil.get_terminal_size`` says, without importing shutil for it: argparse does
-    that for every argument it is given when it is not told the width (2.5 ms of start-up)."""
+    that for every argument it is given when it is not told the width (start-up time:
+    docs/PERFORMANCE.md)."""
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:
@@ -104,7 +104,8 @@ class RuleAction(argparse.Action):
 
 def build_parser(only: str | None = None) -> Parser:
     """The whole command line, or with ``only`` a verb's own arguments and no other verb's:
-    building the parsers of the verbs not run was a tenth of a small copy's start-up."""
+    building the parsers of the verbs not run was a good share of a small copy's start-up
+    (docs/PERFORMANCE.md)."""
     parser = Parser(
         prog="onward",
         description="Copy big files so that an interruption costs only the bytes in flight: "
@@ -139,7 +140,31 @@ def add_copy(verbs: Any) -> None:
         action="store_true",
         help="say what would be copied or deleted; write nothing",
     )
-    tree = cp.add_argument_group("directory trees (SRC makes DST/NAME_OF_SRC, SRC/ fills DST)")
+    add_tree_options(cp.add_argument_group("directory trees (SRC makes DST/NAME_OF_SRC, SRC/ fills DST)"))
+    add_transfer_options(cp)
+    add_download_options(cp.add_argument_group("downloads (SRC an http:// or https:// URL)"))
+    add_s3_options(
+        cp.add_argument_group("S3 (SRC or DST an s3://bucket/key URL; credentials found as the AWS CLI does)")
+    )
+    cp.add_argument(
+        "--no-preserve",
+        metavar="LIST",
+        default="",
+        help="do not preserve these attributes: mode, timestamps or all (default: preserve both)",
+    )
+    cp.add_argument("-P", "--progress", action="store_true", help="show progress even when not on a terminal")
+    cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    cp.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list each file on stdout when it is done",
+    )
+    cp.add_argument("--json", action="store_true", help="print one JSON object per event on stdout")
+
+
+def add_tree_options(tree: Any) -> None:
+    """``copy -r``: what a tree copy follows, removes, leaves out and compares."""
     tree.add_argument("-r", "--recursive", action="store_true", help="copy directory trees, resumably")
     tree.add_argument("-L", "--dereference", action="store_true", help="with -r: copy what symlinks point to")
     tree.add_argument("--delete", action="store_true", help="with -r: remove what the source does not have")
@@ -160,6 +185,10 @@ def add_copy(verbs: Any) -> None:
         action="store_true",
         help="with -r: judge a file of the same size by its bytes, not by its time (as rsync -c)",
     )
+
+
+def add_transfer_options(cp: Any) -> None:
+    """How every copy checks, checkpoints, retries, paces and writes."""
     cp.add_argument(
         "--verify",
         choices=("none", "fast", "full"),
@@ -209,7 +238,9 @@ def add_copy(verbs: Any) -> None:
         metavar="ALG:HEX",
         help="the finished copy must have this sha256, sha512, sha1 or md5 digest",
     )
-    web = cp.add_argument_group("downloads (SRC an http:// or https:// URL)")
+
+
+def add_download_options(web: Any) -> None:
     web.add_argument("--connections", metavar="N", type=int, help="parallel ranged requests (default 1)")
     web.add_argument("--timeout", metavar="S", type=float, help="seconds to connect or to wait for data (30)")
     web.add_argument(
@@ -224,33 +255,21 @@ def add_copy(verbs: Any) -> None:
     web.add_argument(
         "--allow-hidden", action="store_true", help="with --content-disposition: accept a dot-file name"
     )
-    s3 = cp.add_argument_group(
-        "S3 (SRC or DST an s3://bucket/key URL; credentials found as the AWS CLI does)"
-    )
+
+
+def add_s3_options(s3: Any) -> None:
     s3.add_argument("--part-size", metavar="SIZE", help="multipart part size for a new upload (default 8M)")
     s3.add_argument(
         "--checksum-algorithm",
         choices=("crc32c", "crc32", "sha256", "sha1"),
         help="checksum sent with every part (default crc32c)",
     )
-    s3.add_argument("--profile", metavar="NAME", help="a profile of ~/.aws/config and credentials")
-    s3.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible store (path-style addressing)")
-    s3.add_argument("--region", metavar="REGION", help="the bucket's region")
-    cp.add_argument(
-        "--no-preserve",
-        metavar="LIST",
-        default="",
-        help="do not preserve these attributes: mode, timestamps or all (default: preserve both)",
-    )
-    cp.add_argument("-P", "--progress", action="store_true", help="show progress even when not on a terminal")
-    cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    cp.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="list each file on stdout when it is done",
-    )
-    cp.add_argument("--json", action="store_true", help="print one JSON object per event on stdout")
+    for flag, meta, says in (
+        ("--profile", "NAME", "a profile of ~/.aws/config and credentials"),
+        ("--endpoint-url", "URL", "an S3-compatible store (path-style addressing)"),
+        ("--region", "REGION", "the bucket's region"),
+    ):
+        s3.add_argument(flag, metavar=meta, help=says)
 
 
 def add_status(verbs: Any) -> None:
@@ -341,8 +360,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # that escape (JSON lines stay valid UTF-8 and decode back to the same str), never as
         # a UnicodeEncodeError. Text for people shows them as "\xe9" (endpoints.localtree.display).
         sys.stdout.reconfigure(errors="backslashreplace")
-    from ..errors import OnwardError
-
     try:
         if args.verb == "copy":
             from . import copy

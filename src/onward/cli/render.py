@@ -6,6 +6,7 @@ The JSON schema is documented in docs/CLI.md: every line is one object with an
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -14,16 +15,21 @@ from typing import Any, TextIO
 
 from ..errors import Interrupted, OnwardError
 from ..events import (
-    Checkpoint,
     CopyResult,
     Done,
     Event,
+    FileAction,
     FileDone,
+    Listener,
     Notice,
     Progress,
     Retry,
     Start,
     Subscriber,
+    TreeDone,
+    TreeProgress,
+    TreeResult,
+    TreeStart,
 )
 from ..units import format_size
 
@@ -31,7 +37,14 @@ PROGRESS_EVERY = 0.5  # seconds between progress lines off a terminal or in JSON
 
 
 def event_fields(event: Event) -> dict[str, Any]:
-    body = event.result._asdict() if isinstance(event, Done) else event._asdict()
+    """An event as its JSON object: a result's fields flat, a tree's failures as objects."""
+    if isinstance(event, TreeDone):
+        body = event.result._asdict()
+        body["failed"] = [{"path": p, "message": m} for p, m in event.result.failed]
+    elif isinstance(event, Done):
+        body = event.result._asdict()
+    else:
+        body = event._asdict()
     return {"event": event.kind, **body}
 
 
@@ -66,45 +79,35 @@ def report_error(exc: OnwardError, *, json_mode: bool) -> None:
     sys.stderr.write(f"onward: {exc.message}\n")
 
 
-class JsonLines(Subscriber):
-    """Every event as one JSON line; progress at most every PROGRESS_EVERY seconds."""
+class JsonLines:
+    """Every event, a file's or a tree's, as one JSON line; progress at most every
+    PROGRESS_EVERY seconds (and always the last)."""
 
     def __init__(self) -> None:
         self.last = 0.0
 
-    def write(self, event: Event) -> None:
-        emit_json(event_fields(event))
-
-    def on_start(self, event: Start) -> None:
-        self.write(event)
-
-    def on_progress(self, event: Progress) -> None:
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY or event.done == event.total:
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Progress | TreeProgress):
+            now = time.monotonic()
+            if now - self.last < PROGRESS_EVERY and event.done != event.total:
+                return
             self.last = now
-            self.write(event)
-
-    def on_checkpoint(self, event: Checkpoint) -> None:
-        self.write(event)
-
-    def on_retry(self, event: Retry) -> None:
-        self.write(event)
-
-    def on_notice(self, event: Notice) -> None:
-        self.write(event)
-
-    def on_done(self, event: Done) -> None:
-        self.write(event)
+        emit_json(event_fields(event))
 
 
 class Notices(Subscriber):
-    """Notices and retries on stderr, for people (the JSON mode carries them as events)."""
+    """Notices and retries on stderr as they come, a tree's failures listed at its end: for
+    people (the JSON mode carries them as events)."""
 
     def on_notice(self, event: Notice) -> None:
         sys.stderr.write(f"onward: {event.destination}: {event.message}\n")
 
     def on_retry(self, event: Retry) -> None:
         sys.stderr.write(f"onward: {event.error}; retry {event.attempt} in {event.delay:.1f}s\n")
+
+    def on_tree_done(self, event: TreeDone) -> None:
+        for _, message in event.result.failed:
+            sys.stderr.write(f"onward: {message}\n")
 
 
 class Lister(Subscriber):
@@ -116,7 +119,7 @@ class Lister(Subscriber):
         emit_line(f"copied {event.result.location or event.result.destination}")
 
     def on_file(self, event: FileDone) -> None:
-        if event.action != "verified":
+        if event.action is not FileAction.VERIFIED:
             emit_line(f"{event.action} {event.path}")
 
 
@@ -135,6 +138,23 @@ def summary(result: CopyResult) -> str:
     return (
         f"onward: {result.destination}: {format_size(result.size)} done, {format_size(result.copied)} "
         f"copied in {result.duration:.1f}s ({format_size(rate)}/s){resumed}{at}"
+    )
+
+
+def tree_summary(result: TreeResult) -> str:
+    parts = [f"{result.copied_files} copied ({format_size(result.copied)})"]
+    for count, what in (
+        (result.unchanged_files, "unchanged"),
+        (result.linked, "hard-linked"),
+        (result.symlinks, "symlinks made"),
+        (result.deleted, "deleted"),
+        (len(result.failed), "failed"),
+    ):
+        if count:
+            parts.append(f"{count} {what}")
+    return (
+        f"onward: {result.destination}: {result.files} files, {format_size(result.bytes)}: "
+        f"{', '.join(parts)} in {result.duration:.1f}s"
     )
 
 
@@ -165,7 +185,7 @@ class ProgressLine:
 
 
 class TextProgress(Subscriber):
-    """Plain progress lines on stderr, for ``--progress`` off a terminal."""
+    """Plain progress lines on stderr, of a file or a tree, for ``--progress`` off a terminal."""
 
     def __init__(self) -> None:
         self.line = ProgressLine()
@@ -176,12 +196,28 @@ class TextProgress(Subscriber):
             sys.stderr.write(f"onward: {event.destination}: {resumed_at(event)}\n")
 
     def on_progress(self, event: Progress) -> None:
+        self.show(event)
+
+    def show(self, event: Progress | TreeProgress, files: str = "") -> None:
         line = self.line(event.done, event.total, event.copied)
         if line:
-            sys.stderr.write(f"onward: {line}\n")
+            sys.stderr.write(f"onward: {files}{line}\n")
 
     def on_done(self, event: Done) -> None:
         sys.stderr.write(summary(event.result) + "\n")
+
+    def on_tree_start(self, event: TreeStart) -> None:
+        self.line.began = time.monotonic()
+        if event.files_done:
+            sys.stderr.write(
+                f"onward: {event.destination}: {event.files_done} of {event.files} files already done\n"
+            )
+
+    def on_tree_progress(self, event: TreeProgress) -> None:
+        self.show(event, f"{event.files_done}/{event.files} files, ")
+
+    def on_tree_done(self, event: TreeDone) -> None:
+        sys.stderr.write(tree_summary(event.result) + "\n")
 
 
 def rich_bar(*fields: str) -> tuple[Any, Any]:
@@ -222,9 +258,14 @@ def rich_bar(*fields: str) -> tuple[Any, Any]:
 class RichProgress(Subscriber):
     """A progress bar with bytes, rate and ETA on a terminal; ``rich`` is imported only here."""
 
+    fields: tuple[str, ...] = ()  # task fields shown between the name and the bar
+
     def __init__(self) -> None:
-        self.console, self.bar = rich_bar()
+        self.console, self.bar = rich_bar(*self.fields)
         self.task: Any = None
+
+    def say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
 
     def on_start(self, event: Start) -> None:
         name = event.destination.rsplit("/", 1)[-1]
@@ -239,13 +280,59 @@ class RichProgress(Subscriber):
         self.bar.update(self.task, completed=event.done)
 
     def on_notice(self, event: Notice) -> None:
-        self.console.print(f"onward: {event.destination}: {event.message}", markup=False, highlight=False)
+        self.say(f"onward: {event.destination}: {event.message}")
 
     def on_done(self, event: Done) -> None:
         self.bar.update(self.task, completed=event.result.size or 1)
         self.stop()
-        self.console.print(summary(event.result), markup=False, highlight=False)
+        self.say(summary(event.result))
 
     def stop(self) -> None:
         if self.bar.live.is_started:
             self.bar.stop()
+
+
+class TreeBar(RichProgress):
+    """The bar of a tree: files done/total, bytes, rate, ETA; failures and the summary after it."""
+
+    fields = ("files",)
+
+    def on_tree_start(self, event: TreeStart) -> None:
+        self.bar.start()
+        name = os.path.basename(event.destination) or event.destination
+        self.task = self.bar.add_task(
+            name,
+            total=event.bytes or 1,
+            completed=event.bytes_done,
+            files=f"{event.files_done}/{event.files} files",
+        )
+
+    def on_tree_progress(self, event: TreeProgress) -> None:
+        self.bar.update(self.task, completed=event.done, files=f"{event.files_done}/{event.files} files")
+
+    def on_tree_done(self, event: TreeDone) -> None:
+        self.stop()
+        for _, message in event.result.failed:
+            self.say(f"onward: {message}")
+        self.say(tree_summary(event.result))
+
+
+def listeners_for(
+    args: argparse.Namespace, *, tree: bool = False
+) -> tuple[list[Listener], RichProgress | None]:
+    """What ``copy`` (``tree``: ``copy -r`` of a directory) reports through, by ``--json``,
+    ``-q``, ``-P``, ``-v`` and whether stderr is a terminal; and the bar to stop at the end."""
+    if args.json:
+        return [JsonLines()], None
+    listeners: list[Listener]
+    bar: RichProgress | None = None
+    if args.quiet:
+        listeners = [Notices()]
+    elif sys.stderr.isatty():
+        bar = TreeBar() if tree else RichProgress()
+        listeners = [bar]
+    elif args.progress:
+        listeners = [Notices(), TextProgress()]
+    else:
+        listeners = [Notices()]
+    return ([*listeners, Lister()] if args.verbose else listeners), bar

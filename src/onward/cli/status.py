@@ -7,6 +7,7 @@ import os
 import time
 
 from ..endpoints.localtree import display
+from ..errors import EXIT_OK
 from ..status import Unfinished, find_unfinished, find_uploads
 from ..units import format_size
 from .render import emit_json
@@ -50,11 +51,11 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         for item in items:
             emit_json(as_json(item))
-        return 0
+        return EXIT_OK
     if not items:
         print(f"no unfinished copies under {display(args.path)}")
-        return 0
+        return EXIT_OK
     print(f"{'DONE':>6}  {'SIZE':>10}  {'LAST ACTIVITY':19}  SOURCE -> DESTINATION")
     for item in items:
         print(line(item))
-    return 0
+    return EXIT_OK

@@ -5,7 +5,7 @@ journal's DONE records, ``plan_tree`` says which entries are done, which files
 to copy (or copy again), which directories to make, which symlinks and hard
 links to (re)create, what to remove (``--delete``) or only report, which
 conflicts to report, and which of onward's own working files are stale. The
-orchestrator (``onward.tree``) carries the plan out; nothing here touches a
+orchestrator (``onward.treecopy``) carries the plan out; nothing here touches a
 disk.
 
 Paths are relative to the roots, ``/``-separated, as ``str`` with Python's
@@ -26,6 +26,7 @@ __all__ = [
     "Artefacts",
     "Conflict",
     "CopyFile",
+    "CopyReason",
     "DestTree",
     "Kind",
     "MakeLink",
@@ -47,6 +48,16 @@ class Kind(enum.Enum):
     DIR = "a directory"
     SYMLINK = "a symlink"
     SPECIAL = "a special file"
+
+
+class CopyReason(enum.StrEnum):
+    """Why a file is copied (shown by ``copy --dry-run``)."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    RESTART = "restart"  # --restart: whatever is there is not trusted
+    RESUME = "resume"  # its unfinished copy is beside it
+    DIFFERS = "differs"  # compared (--verify full, -c) and found different
 
 
 class Node(NamedTuple):
@@ -113,7 +124,7 @@ class DestTree:
 class CopyFile(NamedTuple):
     path: str
     size: int
-    reason: str  # new, changed, restart, resume (its unfinished copy is beside it), or differs
+    reason: CopyReason
     batched: bool  # small: copied without a file journal, made durable with its batch
     discard_journal: bool = False  # a file journal beside it that this copy must not use
     discard_partial: bool = False  # a "partial" that is not a plain file onward wrote
@@ -145,7 +156,7 @@ class Conflict(NamedTuple):
 
 
 class TreePlan:
-    """What one run of a tree copy must do, in the order ``tree.TreeCopy`` does it."""
+    """What one run of a tree copy must do, in the order ``treecopy.TreeCopy`` does it."""
 
     __slots__ = (
         "attrs",
@@ -237,6 +248,18 @@ def _same_content(
     return preserve_times and times_match
 
 
+class PlanRules(NamedTuple):
+    """How ``plan_tree`` judges: the options of one run."""
+
+    small: int  # the size up to which a file is copied in a batch without a file journal
+    delete: bool
+    preserve_mode: bool
+    preserve_times: bool
+    verify_full: bool
+    compare_content: bool
+    restart: bool
+
+
 def plan_tree(
     source: SourceTree,
     dest: DestTree,
@@ -259,79 +282,9 @@ def plan_tree(
     the source's size is judged by its bytes (compared by the orchestrator), whatever its times
     say; with ``verify_full`` even a file the quick check finds unchanged is compared.
     """
+    rules = PlanRules(small, delete, preserve_mode, preserve_times, verify_full, compare_content, restart)
     plan = TreePlan()
-    leaders = link_leaders(source.entries)
-    blocked: dict[str, str] = {}  # directory below a conflict -> the conflict's path
-    hidden: dict[str, int] = {}  # conflict path -> entries below it left alone
-    copying: set[str] = set()
-    found_entries, artefacts = dest.entries, dest.artefacts
-    FILE, DIR, SYMLINK, SPECIAL = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.SPECIAL  # locals: hot loop
-    files = total = unchanged_files = unchanged_bytes = 0
-
-    for path, node in source.entries.items():
-        if blocked:
-            top = blocked.get(parent(path))
-            if top is not None:
-                hidden[top] += 1
-                if node.kind is DIR:
-                    blocked[path] = top
-                continue
-        dst = found_entries.get(path)
-        kind = node.kind
-        if kind is FILE:
-            files += 1
-            if path not in leaders:
-                total += node.size
-        elif kind is SPECIAL:
-            plan.skipped.append((path, f"is {node.what}; special files are not copied"))
-            continue
-        if dst is not None and (dst.kind is DIR) != (kind is DIR):
-            if not delete:
-                plan.conflicts.append(Conflict(path, kind, dst.kind))
-                if kind is DIR:
-                    blocked[path], hidden[path] = path, 0
-                continue
-            plan.removals.append(path)  # replaced: --delete makes the destination mirror the source
-            dst = None
-        if kind is FILE:
-            if path in leaders:
-                plan.followers.setdefault(leaders[path], []).append(path)
-                if _linked(dst, found_entries.get(leaders[path])) and leaders[path] not in copying:
-                    unchanged_files += 1
-                else:
-                    plan.links.append(MakeLink(path, leaders[path]))
-                continue
-            same = not restart and _same_content(path, node, dst, done, preserve_times)
-            if compare_content and not restart and dst is not None and dst.size == node.size:
-                same = True  # by size only: the bytes decide (dst is a file: kinds were matched above)
-                plan.attrs[path] = dir_changes(
-                    node, dst.mode, dst.mtime_ns, preserve_mode=preserve_mode, preserve_times=preserve_times
-                )
-            if same and not (verify_full or compare_content):
-                unchanged_files += 1
-                unchanged_bytes += node.size
-                assert dst is not None
-                if preserve_mode and (dst.mode & PERMISSIONS) != (node.mode & PERMISSIONS):
-                    plan.modes.append((path, node.mode & PERMISSIONS))
-                continue
-            copy = _copy(path, node, dst, artefacts.get(path), small, "restart" if restart else None)
-            if same:
-                plan.verify.append(copy)  # copied (and its hard links remade) only if the bytes differ
-            else:
-                plan.copies.append(copy)
-                copying.add(path)
-        elif kind is DIR:
-            if dst is None:
-                plan.mkdirs.append(path)
-        elif dst is None or dst.kind is not SYMLINK or dst.target != node.target:  # a symlink
-            assert node.target is not None
-            plan.symlinks.append(MakeSymlink(path, node.target, node.atime_ns, node.mtime_ns))
-    plan.files, plan.bytes = files, total
-    plan.unchanged_files, plan.unchanged_bytes = unchanged_files, unchanged_bytes
-
-    plan.conflicts = [
-        Conflict(c.path, c.source, c.destination, hidden.get(c.path, 0)) for c in plan.conflicts
-    ]
+    blocked, copying = _plan_entries(plan, source, dest, done, rules)
     # Entries only in the destination, in directories that mirror a source directory whose
     # listing is complete (nothing is judged missing from a directory that could not be read).
     mirrored = {
@@ -355,6 +308,102 @@ def plan_tree(
     return plan
 
 
+def _plan_entries(
+    plan: TreePlan, source: SourceTree, dest: DestTree, done: Mapping[str, Stamp], rules: PlanRules
+) -> tuple[dict[str, str], set[str]]:
+    """Walk the source: fill ``plan`` in for every entry; return the directories left alone below
+    a conflict (-> the conflict's path) and the files to copy."""
+    leaders = link_leaders(source.entries)
+    blocked: dict[str, str] = {}  # directory below a conflict -> the conflict's path
+    hidden: dict[str, int] = {}  # conflict path -> entries below it left alone
+    copying: set[str] = set()
+    found_entries = dest.entries
+    FILE, DIR, SYMLINK, SPECIAL = Kind.FILE, Kind.DIR, Kind.SYMLINK, Kind.SPECIAL  # locals: hot loop
+    files = total = 0
+    for path, node in source.entries.items():
+        if blocked:
+            top = blocked.get(parent(path))
+            if top is not None:
+                hidden[top] += 1
+                if node.kind is DIR:
+                    blocked[path] = top
+                continue
+        dst = found_entries.get(path)
+        kind = node.kind
+        if kind is FILE:
+            files += 1
+            if path not in leaders:
+                total += node.size
+        elif kind is SPECIAL:
+            plan.skipped.append((path, f"is {node.what}; special files are not copied"))
+            continue
+        if dst is not None and (dst.kind is DIR) != (kind is DIR):
+            if not rules.delete:
+                plan.conflicts.append(Conflict(path, kind, dst.kind))
+                if kind is DIR:
+                    blocked[path], hidden[path] = path, 0
+                continue
+            plan.removals.append(path)  # replaced: --delete makes the destination mirror the source
+            dst = None
+        if kind is FILE:
+            leader = leaders.get(path)
+            if leader is None:
+                _plan_file(plan, path, node, dst, done, dest.artefacts.get(path), rules, copying)
+                continue
+            plan.followers.setdefault(leader, []).append(path)
+            if _linked(dst, found_entries.get(leader)) and leader not in copying:
+                plan.unchanged_files += 1
+            else:
+                plan.links.append(MakeLink(path, leader))
+        elif kind is DIR:
+            if dst is None:
+                plan.mkdirs.append(path)
+        elif dst is None or dst.kind is not SYMLINK or dst.target != node.target:  # a symlink
+            assert node.target is not None
+            plan.symlinks.append(MakeSymlink(path, node.target, node.atime_ns, node.mtime_ns))
+    plan.files, plan.bytes = files, total
+    plan.conflicts = [
+        Conflict(c.path, c.source, c.destination, hidden.get(c.path, 0)) for c in plan.conflicts
+    ]
+    return blocked, copying
+
+
+def _plan_file(
+    plan: TreePlan,
+    path: str,
+    node: Node,
+    dst: Node | None,
+    done: Mapping[str, Stamp],
+    found: Artefacts | None,
+    rules: PlanRules,
+    copying: set[str],
+) -> None:
+    """A regular file that is not a hard link of an earlier one: unchanged, to compare, or to copy."""
+    same = not rules.restart and _same_content(path, node, dst, done, rules.preserve_times)
+    if rules.compare_content and not rules.restart and dst is not None and dst.size == node.size:
+        same = True  # by size only: the bytes decide (dst is a file: kinds were matched above)
+        plan.attrs[path] = dir_changes(
+            node,
+            dst.mode,
+            dst.mtime_ns,
+            preserve_mode=rules.preserve_mode,
+            preserve_times=rules.preserve_times,
+        )
+    if same and not (rules.verify_full or rules.compare_content):
+        plan.unchanged_files += 1
+        plan.unchanged_bytes += node.size
+        assert dst is not None
+        if rules.preserve_mode and (dst.mode & PERMISSIONS) != (node.mode & PERMISSIONS):
+            plan.modes.append((path, node.mode & PERMISSIONS))
+        return
+    copy = _copy(path, node, dst, found, rules.small, CopyReason.RESTART if rules.restart else None)
+    if same:
+        plan.verify.append(copy)  # copied (and its hard links remade) only if the bytes differ
+    else:
+        plan.copies.append(copy)
+        copying.add(path)
+
+
 def _linked(dst: Node | None, leader: Node | None) -> bool:
     """Whether the destination already holds ``dst`` as a hard link of ``leader``'s copy."""
     if dst is None or leader is None or dst.stamp is None or leader.stamp is None:
@@ -363,14 +412,14 @@ def _linked(dst: Node | None, leader: Node | None) -> bool:
 
 
 def _copy(
-    path: str, node: Node, dst: Node | None, found: Artefacts | None, small: int, reason: str | None
+    path: str, node: Node, dst: Node | None, found: Artefacts | None, small: int, reason: CopyReason | None
 ) -> CopyFile:
     batched = node.size <= small
     if reason is None:
         if found is not None and found.journal and not batched:
-            reason = "resume"
+            reason = CopyReason.RESUME
         else:
-            reason = "new" if dst is None else "changed"
+            reason = CopyReason.NEW if dst is None else CopyReason.CHANGED
     partial = found.partial if found is not None else None
     return CopyFile(
         path,

@@ -71,12 +71,7 @@ class TreeHeader(NamedTuple):
     created: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "destination": self.destination,
-            "follow_symlinks": self.follow_symlinks,
-            "created": self.created,
-        }
+        return self._asdict()
 
     @classmethod
     def from_json(cls, data: Any) -> TreeHeader:
@@ -142,21 +137,26 @@ def is_tree_journal(data: bytes) -> bool:
     return bool(records) and records[0][0] == KIND_TREE
 
 
+def _header(first: tuple[int, bytes, int] | None) -> TreeHeader:
+    """The tree header the ``first`` record holds; ``Garbled`` when it is missing or unreadable."""
+    kind, raw = (first[0], first[1]) if first is not None else (None, b"")
+    if kind == KIND_HEADER:
+        raise DecodeError("this is the journal of one file, not of a directory tree")
+    if kind != KIND_TREE:
+        raise Garbled("tree header record is missing or damaged")
+    if len(raw) > MAX_HEADER:
+        raise Garbled("tree header is unreadable (header too large)")
+    try:
+        return TreeHeader.from_json(json.loads(raw.decode("utf-8", "surrogateescape")))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Garbled(f"tree header is unreadable ({exc})") from None
+
+
 def decode_tree(data: bytes) -> TreeDecoded:
     """Read a whole tree journal; raises ``DecodeError`` when it cannot be used at all.
     Stops at the first record that is torn, fails its CRC, or is of an unknown kind or size."""
     records = frames(data)
-    if records and records[0][0] == KIND_HEADER:
-        raise DecodeError("this is the journal of one file, not of a directory tree")
-    if not records or records[0][0] != KIND_TREE:
-        raise Garbled("tree header record is missing or damaged")
-    try:
-        raw = records[0][1]
-        if len(raw) > MAX_HEADER:
-            raise ValueError("header too large")
-        header = TreeHeader.from_json(json.loads(raw.decode("utf-8", "surrogateescape")))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Garbled(f"tree header is unreadable ({exc})") from None
+    header = _header(records[0] if records else None)
     done: dict[str, Stamp] = {}
     counts: Counts | None = None
     files_since = bytes_since = 0
