@@ -5,9 +5,9 @@
 its URL is in the journal before a byte is sent), then appends each chunk with one PATCH
 from the offset the server holds, which is authoritative (``core.upload.place``): safe, as
 an upload is bound to the identity of the file it was made for (``uploadjournal``). It
-has no read-back capability (``endpoints.ReadBack``): every PATCH must be acknowledged with exactly the offset it reached,
-a tus server with the checksum extension gets an ``Upload-Checksum`` on every PATCH, an
-IETF upload ends with a ``Repr-Digest``. Nothing made here holds the URL's secrets.
+has no read-back capability (``endpoints.ReadBack``): every PATCH must be acknowledged
+with exactly the offset it reached, a tus server with the checksum extension gets an
+``Upload-Checksum`` on every PATCH, an IETF upload ends with a ``Repr-Digest``. Nothing made here holds the URL's secrets.
 """
 
 from __future__ import annotations
@@ -179,6 +179,9 @@ class UploadSink:
 
     def reset(self) -> None:
         self.abandon()
+
+    def sync(self) -> None:
+        """Nothing to do: every PATCH was acknowledged with the offset it reached."""
 
     def write(self, offset: int, data: memoryview) -> None:
         """Append ``data`` at ``offset``, creating the upload or asking its offset first where
