@@ -1,6 +1,6 @@
 """``onward.copy(FILE, "s3://bucket/key")`` and ``onward.copy("s3://bucket/key", DST)``.
 
-Wires the S3 endpoints (``onward.endpoints.s3``) to the engine. An upload's journal
+Wires the S3 endpoints (``onward.endpoints.s3*``) to the engine. An upload's journal
 lives in the state directory, keyed by the file, the object and the store; before the
 engine runs, ``continue_earlier`` reconciles it with the store: the upload the journal
 names (or, when a kill came between creating it and journaling it, the newest upload
@@ -29,7 +29,9 @@ from .core.journal import Decoded, DecodeError, decode, encode_chunks, encode_st
 from .core.plan import ChunkRecord
 from .core.upload import state_dir, state_key
 from .endpoints.local import LocalJournal, LocalSink, LocalSource
-from .endpoints.s3 import S3Journal, S3Source, S3UploadSink, Settings, Store, connect
+from .endpoints.s3 import Settings, Store, connect
+from .endpoints.s3source import S3Source
+from .endpoints.s3upload import S3Journal, S3UploadSink
 from .engine import Transfer
 from .errors import DestinationError, IntegrityError, UsageError
 from .events import CopyResult, Event, Listener, Notice, dispatch
@@ -72,25 +74,9 @@ def upload(
     ``store``: a client to reuse (a tree's), else one is made from ``opts``."""
     if opts.checksum is not None:
         raise UsageError(f"{dst}: --checksum checks a copy read back; an upload's parts carry checksums")
-    target = target_of(dst)
     source = LocalSource.open(src)
     try:
-        target = proto.object_key(target, os.path.basename(source.name))
-        size = source.identity().size
-        try:
-            part_size = proto.choose_part_size(size, opts.part_size, min_part_size())
-        except ValueError as exc:
-            raise UsageError(f"{target.name}: {exc}") from None
-        store = store or connect(settings(opts), target.name)
-        sink = S3UploadSink(
-            store,
-            target,
-            read_source=source.read_into,
-            part_size=part_size,
-            checksum=opts.checksum_algorithm,
-            connections=opts.connections,
-            single=size <= part_size,
-        )
+        sink = upload_sink(source, target_of(dst), opts, store)
     except BaseException:
         source.close()
         raise
@@ -99,9 +85,9 @@ def upload(
         for listener in listeners:
             dispatch(listener, event)
 
-    sink.on_notice = lambda message: emit(Notice(target.name, message))
+    sink.on_notice = lambda message: emit(Notice(sink.name, message))
     run_opts = opts._replace(
-        chunk_size=part_size,
+        chunk_size=sink.part_size,
         checkpoint_bytes=opts.checkpoint_bytes or CHECKPOINT_BYTES,
         checkpoint_seconds=max(opts.checkpoint_seconds, CHECKPOINT_SECONDS),
         connections=1,  # the file is read by one thread; the sink sends parts in parallel
@@ -110,7 +96,7 @@ def upload(
     if sink.single:  # one PutObject: no journal a later run could resume (it sends the file again)
         from .endpoints.batch import MemoryJournal
 
-        return Transfer(source, sink, MemoryJournal(target.name), run_opts, listeners).run()
+        return Transfer(source, sink, MemoryJournal(sink.name), run_opts, listeners).run()
     try:
         journal = S3Journal.lock(
             state_dir(os.environ, os.path.expanduser("~")), journal_key(source, sink), sink
@@ -129,6 +115,26 @@ def upload(
         journal.close()
         raise
     return Transfer(source, sink, journal, run_opts, listeners).run()
+
+
+def upload_sink(source: LocalSource, target: proto.S3Url, opts: Options, store: Store | None) -> S3UploadSink:
+    """The sink for ``source``'s upload to ``target`` (a key, or a prefix it goes under), its part
+    size chosen for the file's size."""
+    target = proto.object_key(target, os.path.basename(source.name))
+    size = source.identity().size
+    try:
+        part_size = proto.choose_part_size(size, opts.part_size, min_part_size())
+    except ValueError as exc:
+        raise UsageError(f"{target.name}: {exc}") from None
+    return S3UploadSink(
+        store or connect(settings(opts), target.name),
+        target,
+        read_source=source.read_into,
+        part_size=part_size,
+        checksum=opts.checksum_algorithm,
+        connections=opts.connections,
+        single=size <= part_size,
+    )
 
 
 def journal_key(source: LocalSource, sink: S3UploadSink) -> str:

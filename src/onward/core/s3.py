@@ -5,7 +5,7 @@ the protocol's limits, the journal records that bind a journal to a multipart
 upload (S3UPLOAD) and remember each part the store acknowledged (S3PART), whether
 a part the store lists is the one the journal remembers, the ETag a completed
 upload must have, per-part checksums, and what a store's error code means.
-``onward.endpoints.s3`` does the I/O and asks these; docs/S3.md has the rules.
+``onward.endpoints.s3*`` do the I/O and ask these; docs/S3.md has the rules.
 """
 
 from __future__ import annotations
