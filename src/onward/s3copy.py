@@ -18,6 +18,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import xxhash
 
@@ -47,6 +48,14 @@ CHECKPOINT_SECONDS = 10.0
 ORPHAN_SLACK = 600.0  # seconds of clock difference allowed when adopting an unjournaled upload
 
 
+class TreeFile(NamedTuple):
+    """What a tree hands each file's copy: its client, and where the object's ETag goes once the
+    copy is done (the tree journal records it)."""
+
+    store: Store
+    finished: Callable[[str], None]
+
+
 def settings(opts: Options) -> Settings:
     return Settings(
         opts.profile, opts.endpoint_url, opts.region, opts.timeout, opts.retries, opts.connections
@@ -68,15 +77,15 @@ def min_part_size() -> int:
 
 
 def upload(
-    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), store: Store | None = None
+    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), tree: TreeFile | None = None
 ) -> CopyResult:
-    """Upload the file ``src`` to ``dst`` (``s3://bucket/key``, or a prefix it goes under);
-    ``store``: a client to reuse (a tree's), else one is made from ``opts``."""
+    """Upload the file ``src`` to ``dst`` (``s3://bucket/key``, or a prefix it goes under); ``tree``:
+    the client to reuse and where to report the ETag of the object this run put or completed."""
     if opts.checksum is not None:
         raise UsageError(f"{dst}: --checksum checks a copy read back; an upload's parts carry checksums")
     source = LocalSource.open(src)
     try:
-        sink = upload_sink(source, target_of(dst), opts, store)
+        sink = upload_sink(source, target_of(dst), opts, tree.store if tree else None)
     except BaseException:
         source.close()
         raise
@@ -96,7 +105,17 @@ def upload(
     if sink.single:  # one PutObject: no journal a later run could resume (it sends the file again)
         from .endpoints.batch import MemoryJournal
 
-        return Transfer(source, sink, MemoryJournal(sink.name), run_opts, listeners).run()
+        journal: S3Journal | MemoryJournal = MemoryJournal(sink.name)
+    else:
+        journal = resumable_journal(source, sink, opts)
+    result = Transfer(source, sink, journal, run_opts, listeners).run()
+    if tree is not None and sink.etag:
+        tree.finished(sink.etag)
+    return result
+
+
+def resumable_journal(source: LocalSource, sink: S3UploadSink, opts: Options) -> S3Journal:
+    """The upload's journal in the state directory, locked, reconciled with the store."""
     try:
         journal = S3Journal.lock(
             state_dir(os.environ, os.path.expanduser("~")), journal_key(source, sink), sink
@@ -114,7 +133,7 @@ def upload(
         sink.close()
         journal.close()
         raise
-    return Transfer(source, sink, journal, run_opts, listeners).run()
+    return journal
 
 
 def upload_sink(source: LocalSource, target: proto.S3Url, opts: Options, store: Store | None) -> S3UploadSink:
@@ -301,13 +320,14 @@ def notice(sink: S3UploadSink, message: str) -> None:
 
 
 def download(
-    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), store: Store | None = None
+    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), tree: TreeFile | None = None
 ) -> CopyResult:
-    """Download ``src`` (``s3://bucket/key``) to the file or existing directory ``dst``."""
+    """Download ``src`` (``s3://bucket/key``) to the file or existing directory ``dst``; ``tree``:
+    the client to reuse and where to report the ETag of the object the file now holds."""
     target = target_of(src)
     if target.is_prefix:
         raise UsageError(f"{target.name}: names a prefix (a 'directory'); use -r to copy what is under it")
-    store = store or connect(settings(opts), target.name)
+    store = tree.store if tree else connect(settings(opts), target.name)
     source = S3Source.open(store, target, connections=opts.connections)
     try:
         path = dst
@@ -330,7 +350,10 @@ def download(
         if stored is not None:
             check_stored(read, size, stored, source.name)
 
-    return Transfer(source, sink, LocalJournal(path), opts, listeners, final_check=check).run()
+    result = Transfer(source, sink, LocalJournal(path), opts, listeners, final_check=check).run()
+    if tree is not None:
+        tree.finished(source.etag)
+    return result
 
 
 def check_stored(

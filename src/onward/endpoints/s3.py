@@ -22,7 +22,7 @@ from .._version import __version__
 from ..core import s3 as proto
 from ..errors import DestinationError, OnwardError, SourceError, TransientError, UsageError
 
-__all__ = ["Settings", "Store", "connect", "head", "list_objects", "translate"]
+__all__ = ["Settings", "Store", "connect", "delete_objects", "head", "list_objects", "translate"]
 
 # botocore's errors a store call may raise (caught together by every caller).
 CALL_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
@@ -158,8 +158,8 @@ def checksum_param(algorithm: str) -> str:
 # -- trees --------------------------------------------------------------------------------------
 
 
-def list_objects(store: Store, bucket: str, prefix: str, name: str) -> Iterator[tuple[str, int]]:
-    """(key, size) of every object under ``prefix``, all pages, in key order."""
+def list_objects(store: Store, bucket: str, prefix: str, name: str) -> Iterator[tuple[str, int, str]]:
+    """(key, size, ETag) of every object under ``prefix``, all pages, in key order."""
     params: dict[str, str] = {"Bucket": bucket, "Prefix": prefix}
     while True:
         try:
@@ -167,7 +167,7 @@ def list_objects(store: Store, bucket: str, prefix: str, name: str) -> Iterator[
         except CALL_ERRORS as exc:
             raise translate(exc, name, "listing the objects", source=True) from None
         for item in page.get("Contents", []):
-            yield str(item["Key"]), int(item["Size"])
+            yield str(item["Key"]), int(item["Size"]), str(item.get("ETag", ""))
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated") or not token:
             return
@@ -186,3 +186,18 @@ def head(store: Store, target: proto.S3Url, part: int | None = None) -> dict[str
         if kind_of(exc) == "no-key":
             return None
         raise translate(exc, target.name, "looking at the object", source=False) from None
+
+
+def delete_objects(store: Store, bucket: str, keys: list[str], name: str) -> list[tuple[str, str]]:
+    """Delete ``keys`` (DeleteObjects, 1,000 a request); (URL, cause) of each the store kept."""
+    failed: list[tuple[str, str]] = []
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": key} for key in keys[start : start + 1000]]
+        try:
+            answer = store.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        except CALL_ERRORS as exc:
+            raise translate(exc, name, "deleting objects", source=False) from None
+        for item in answer.get("Errors", []):
+            url = f"s3://{bucket}/{item.get('Key', '')}"
+            failed.append((url, f"{url}: not deleted: {item.get('Code', 'error')}"))
+    return failed

@@ -67,6 +67,7 @@ class S3UploadSink:
         self._pool: ThreadPoolExecutor | None = None
         self._inflight: list[Future[None]] = []
         self.sent = 0  # bytes sent over the network by this run (the bench reads it)
+        self.etag = ""  # the object's ETag once this run has put or completed it (trees record it)
 
     # -- the binding between this sink, its upload and the journal ---------------------------
 
@@ -287,6 +288,7 @@ class S3UploadSink:
                 f"{self.name}: the store completed the upload with ETag {got}, not {want} of the parts sent",
                 self.name,
             )
+        self.etag = str(got or want or "")
 
     def _put_object(self) -> None:
         param = checksum_param(self.checksum)
@@ -299,6 +301,7 @@ class S3UploadSink:
             **{param: checksum},
         )
         self.sent += len(self._body)
+        self.etag = str(answer.get("ETag", ""))
         echoed = answer.get(param)
         if echoed is not None and echoed != checksum:
             raise IntegrityError(
