@@ -68,7 +68,20 @@ class S3Source:
                     f"{self.name}: is a prefix (a 'directory'), not an object; use -r to copy what it holds",
                     self.name,
                 ) from None
-            raise translate(exc, self.name, "looking at the object", source=True) from None
+            raise translate(self._why(exc), self.name, "looking at the object", source=True) from None
+
+    def _why(self, refused: BaseException) -> BaseException:
+        """The error to report for a refused HeadObject: a HEAD's 403 has no body to say why
+        (a skewed clock or bad credentials), so a one-byte GET asks; else ``refused`` itself."""
+        found = error_code(refused)
+        if found is None or found[1] != 403 or found[0] not in ("", "403", "Forbidden"):
+            return refused
+        try:
+            self._client.get_object(Bucket=self.target.bucket, Key=self.target.key, Range="bytes=0-0")
+        except CALL_ERRORS as exc:
+            told: BaseException = exc
+            return told
+        return refused
 
     def _is_prefix(self, missing: BaseException) -> bool:
         """Whether the key the store has no object for is a prefix of others (a "directory"); a

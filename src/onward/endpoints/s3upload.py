@@ -2,10 +2,12 @@
 
 ``S3UploadSink``: each engine chunk is one part. The multipart upload is created lazily by
 the first part and named durably in the journal (an S3UPLOAD record) before any part is
-sent; each acknowledged part is remembered (an S3PART record: number, size, ETag, checksum)
-with the next checkpoint. With ``connections`` > 1 parts are sent by a pool of threads and
-``sync`` waits for them. ``promote`` sends any part the upload still lacks, read from the
-file again, and completes the upload; a file of at most one part goes in one PutObject.
+sent; each part is remembered as soon as the store acknowledged it (an S3PART record:
+number, size, ETag, checksum and the xxh3 digest the engine's CHUNK record would hold),
+unsynced: a resume after a kill finds every acknowledged part in the journal and reads none
+of them again. With ``connections`` > 1 parts are sent by a pool of threads and ``sync``
+waits for them. ``promote`` sends any part the upload still lacks, read from the file
+again, and completes the upload; a file of at most one part goes in one PutObject.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+import xxhash
 
 from ..core import s3 as proto
 from ..core.identity import Identity
@@ -58,9 +62,9 @@ class S3UploadSink:
         self._body = b""
         self.on_notice: Callable[[str], None] | None = None
         self.record: Callable[[proto.S3Upload], None] = lambda upload: None  # set by the journal store
+        self.record_part: Callable[[proto.Part], None] = lambda part: None  # likewise
         self.binding: proto.S3Upload | None = None
         self.parts: dict[int, proto.Part] = {}  # parts the upload holds, as the store acknowledged them
-        self._fresh: list[proto.Part] = []  # acknowledged, not yet in the journal
         self._identity: Identity | None = None
         self._size: int | None = None
         self._lock = threading.Lock()
@@ -89,11 +93,6 @@ class S3UploadSink:
             self.abort(binding)
             self.binding, self.parts = None, {}
         return self.binding
-
-    def take_fresh(self) -> list[proto.Part]:
-        with self._lock:
-            fresh, self._fresh = self._fresh, []
-        return fresh
 
     def abort(self, binding: proto.S3Upload) -> None:
         """Abort an upload (the store bills its parts until then); one already gone is fine."""
@@ -259,11 +258,11 @@ class S3UploadSink:
                 f"{checksum} of the bytes sent; sending it again",
                 self.name,
             )
-        part = proto.Part(number, len(body), str(answer["ETag"]), checksum)
+        part = proto.Part(number, len(body), str(answer["ETag"]), checksum, xxhash.xxh3_128_hexdigest(body))
         with self._lock:
             self.parts[number] = part
-            self._fresh.append(part)
             self.sent += len(body)
+        self.record_part(part)
 
     def _complete(self, count: int) -> None:
         binding = self.binding
@@ -387,8 +386,8 @@ class S3Journal(UploadJournal):
     """An S3 upload's journal in the state directory (``$XDG_STATE_HOME/onward/uploads``), locked
     for the run, written as an upload's (``UploadJournal``). Every rewrite carries the S3UPLOAD
     record of the upload the sink is using (if made for the file the new header describes) and
-    the parts it holds; each checkpoint appends the parts acknowledged since the last, before
-    the CHUNK records that claim them."""
+    the parts it holds; each part is appended once the store acknowledged it, before the CHUNK
+    record that claims it."""
 
     def __init__(self, directory: str, key: str, sink: S3UploadSink, lock: int) -> None:
         # Not UploadJournal.__init__: that one binds a tus sink; these are the fields it sets.
@@ -398,6 +397,8 @@ class S3Journal(UploadJournal):
         self._lock_path = os.path.join(directory, key + LOCK_SUFFIX)
         self._s3 = sink
         sink.record = self.record_s3
+        sink.record_part = self.record_part
+        self._writing = threading.Lock()  # the sink's threads record parts as the engine appends
         self._lock = lock
         self._append_fd = -1
 
@@ -409,6 +410,10 @@ class S3Journal(UploadJournal):
         return cls(directory, key, sink, lock_state(directory, key, sink.name))
 
     def create(self, data: bytes) -> None:
+        with self._writing:
+            self._create(data)
+
+    def _create(self, data: bytes) -> None:
         self._close_appender()
         try:
             header = decode(data).header
@@ -418,18 +423,24 @@ class S3Journal(UploadJournal):
         binding = self._s3.expect(header.identity, header.total_size)
         extra = b""
         if binding is not None:
-            self._s3.take_fresh()
-            extra = proto.encode_s3_upload(binding) + proto.encode_parts(
-                [self._s3.parts[n] for n in sorted(self._s3.parts)]
-            )
+            parts = dict(self._s3.parts)  # one copy: the sink's threads may be adding to it
+            extra = proto.encode_s3_upload(binding) + proto.encode_parts([parts[n] for n in sorted(parts)])
         self._journal.create(data + extra)
 
     def append(self, data: bytes) -> None:
-        """Parts, then the CHUNK records claiming them, without waiting for the disk: a journal
-        that lags costs nothing but local reads (a resume asks ListParts and compares each part
-        the journal lacks with the file). Only the S3UPLOAD record (``record_s3``) is synced."""
-        self._write(proto.encode_parts(self._s3.take_fresh()) + data, sync=False)
+        """CHUNK records, without waiting for the disk: a journal that lags costs nothing but
+        local reads (a resume asks ListParts and compares each part the journal lacks with the
+        file). Only the S3UPLOAD record (``record_s3``) is synced."""
+        with self._writing:
+            self._write(data, sync=False)
+
+    def record_part(self, part: proto.Part) -> None:
+        """A part the store acknowledged, at once and unsynced (from the sink's threads): after a
+        kill the journal (in the page cache) names every acknowledged part, so none is read again."""
+        with self._writing:
+            self._write(proto.encode_parts([part]), sync=False)
 
     def record_s3(self, upload: proto.S3Upload) -> None:
         """Name a new upload in the journal, durably, before any part is sent to it."""
-        self._write(proto.encode_s3_upload(upload), sync=True)
+        with self._writing:
+            self._write(proto.encode_s3_upload(upload), sync=True)
