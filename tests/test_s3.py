@@ -464,7 +464,7 @@ def test_download_windows_join_without_a_seam(s3_store: Store, monkeypatch: pyte
     s3_store.client.put_object(Bucket=bucket, Key="o", Body=data)
     monkeypatch.setattr(s3source, "WINDOW", 1024 * 1024 + 5)
     store = endpoint.Store(s3_store.client, s3_store.endpoint)
-    source = s3source.S3Source.open(store, S3Url(bucket, "o"))
+    source = s3source.S3Source.open(store, S3Url(bucket, "o"), connections=5)  # shares under the window
     got = bytearray()
     buf = memoryview(bytearray(300 * 1024))
     while len(got) < len(data):
