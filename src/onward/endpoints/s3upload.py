@@ -5,9 +5,10 @@ the first part and named durably in the journal (an S3UPLOAD record) before any 
 sent; each part is remembered as soon as the store acknowledged it (an S3PART record:
 number, size, ETag, checksum and the xxh3 digest the engine's CHUNK record would hold),
 unsynced: a resume after a kill finds every acknowledged part in the journal and reads none
-of them again. With ``connections`` > 1 parts are sent by a pool of threads and ``sync``
-waits for them. ``promote`` sends any part the upload still lacks, read from the file
-again, and completes the upload; a file of at most one part goes in one PutObject.
+of them again. Parts are sent by a pool of ``connections`` threads and ``sync`` waits for
+them (with one, the next part's copy and checksum overlap the request in flight).
+``promote`` sends any part the upload still lacks, read from the file again, and completes
+the upload; a file of at most one part goes in one PutObject.
 """
 
 from __future__ import annotations
@@ -122,15 +123,16 @@ class S3UploadSink:
             self._body = bytes(data)
             return
         self._ensure_upload()
-        body = bytes(data)  # the engine reuses its buffer once this returns
-        if self._connections <= 1:
-            self._put_part(number, body)
-            return
+        # The part is copied (the engine reuses its buffer once this returns) and checksummed
+        # here, while the part before it is still in flight: even one connection overlaps this
+        # work with the store's (one request at a time, on a thread of the pool).
+        body = bytes(data)
+        checksum = proto.checksum_of(self.checksum, body)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._connections, thread_name_prefix="onward-s3")
         while len(self._inflight) >= self._connections:
             self._inflight.pop(0).result()
-        self._inflight.append(self._pool.submit(self._put_part, number, body))
+        self._inflight.append(self._pool.submit(self._put_part, number, body, checksum))
 
     def read_into(self, offset: int, buf: memoryview) -> int:
         raise DestinationError(f"{self.name}: an upload cannot be read back", self.name)
@@ -229,10 +231,10 @@ class S3UploadSink:
         self.binding, self.parts = binding, {}
         self.record(binding)
 
-    def _put_part(self, number: int, body: bytes) -> None:
+    def _put_part(self, number: int, body: bytes, checksum: str | None = None) -> None:
         binding = self.binding
         assert binding is not None
-        checksum = proto.checksum_of(self.checksum, body)
+        checksum = checksum or proto.checksum_of(self.checksum, body)
         param = checksum_param(self.checksum)
         try:
             answer = self._on(
