@@ -457,13 +457,14 @@ def test_download_windows_join_without_a_seam(s3_store: Store, monkeypatch: pyte
     """Chunks that straddle the end of one ranged GET's window continue in the next one."""
     from onward.core.s3 import S3Url
     from onward.endpoints import s3 as endpoint
+    from onward.endpoints import s3source
 
     bucket = s3_store.bucket()
     data = os.urandom(5 * 1024 * 1024 + 17)
     s3_store.client.put_object(Bucket=bucket, Key="o", Body=data)
-    monkeypatch.setattr(endpoint, "WINDOW", 1024 * 1024 + 5)
+    monkeypatch.setattr(s3source, "WINDOW", 1024 * 1024 + 5)
     store = endpoint.Store(s3_store.client, s3_store.endpoint)
-    source = endpoint.S3Source.open(store, S3Url(bucket, "o"))
+    source = s3source.S3Source.open(store, S3Url(bucket, "o"), connections=5)  # shares under the window
     got = bytearray()
     buf = memoryview(bytearray(300 * 1024))
     while len(got) < len(data):

@@ -19,7 +19,8 @@ import pytest
 
 from onward.core import upload as rules
 from onward.endpoints.local import LocalSource
-from onward.endpoints.tus import UploadJournal, UploadSink
+from onward.endpoints.tus import UploadSink
+from onward.endpoints.uploadjournal import UploadJournal
 from onward.engine import Transfer
 from onward.errors import TransientError
 from onward.options import Options

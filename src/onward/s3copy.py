@@ -1,6 +1,6 @@
 """``onward.copy(FILE, "s3://bucket/key")`` and ``onward.copy("s3://bucket/key", DST)``.
 
-Wires the S3 endpoints (``onward.endpoints.s3``) to the engine. An upload's journal
+Wires the S3 endpoints (``onward.endpoints.s3*``) to the engine. An upload's journal
 lives in the state directory, keyed by the file, the object and the store; before the
 engine runs, ``continue_earlier`` reconciles it with the store: the upload the journal
 names (or, when a kill came between creating it and journaling it, the newest upload
@@ -18,6 +18,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import xxhash
 
@@ -29,7 +30,9 @@ from .core.journal import Decoded, DecodeError, decode, encode_chunks, encode_st
 from .core.plan import ChunkRecord
 from .core.upload import state_dir, state_key
 from .endpoints.local import LocalJournal, LocalSink, LocalSource
-from .endpoints.s3 import S3Journal, S3Source, S3UploadSink, Settings, Store, connect
+from .endpoints.s3 import Settings, Store, connect
+from .endpoints.s3source import S3Source
+from .endpoints.s3upload import S3Journal, S3UploadSink
 from .engine import Transfer
 from .errors import DestinationError, IntegrityError, UsageError
 from .events import CopyResult, Event, Listener, Notice, dispatch
@@ -43,6 +46,14 @@ MiB = 1 << 20
 CHECKPOINT_BYTES = 256 * MiB
 CHECKPOINT_SECONDS = 10.0
 ORPHAN_SLACK = 600.0  # seconds of clock difference allowed when adopting an unjournaled upload
+
+
+class TreeFile(NamedTuple):
+    """What a tree hands each file's copy: its client, and where the object's ETag goes once the
+    copy is done (the tree journal records it)."""
+
+    store: Store
+    finished: Callable[[str], None]
 
 
 def settings(opts: Options) -> Settings:
@@ -66,31 +77,15 @@ def min_part_size() -> int:
 
 
 def upload(
-    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), store: Store | None = None
+    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), tree: TreeFile | None = None
 ) -> CopyResult:
-    """Upload the file ``src`` to ``dst`` (``s3://bucket/key``, or a prefix it goes under);
-    ``store``: a client to reuse (a tree's), else one is made from ``opts``."""
+    """Upload the file ``src`` to ``dst`` (``s3://bucket/key``, or a prefix it goes under); ``tree``:
+    the client to reuse and where to report the ETag of the object this run put or completed."""
     if opts.checksum is not None:
         raise UsageError(f"{dst}: --checksum checks a copy read back; an upload's parts carry checksums")
-    target = target_of(dst)
     source = LocalSource.open(src)
     try:
-        target = proto.object_key(target, os.path.basename(source.name))
-        size = source.identity().size
-        try:
-            part_size = proto.choose_part_size(size, opts.part_size, min_part_size())
-        except ValueError as exc:
-            raise UsageError(f"{target.name}: {exc}") from None
-        store = store or connect(settings(opts), target.name)
-        sink = S3UploadSink(
-            store,
-            target,
-            read_source=source.read_into,
-            part_size=part_size,
-            checksum=opts.checksum_algorithm,
-            connections=opts.connections,
-            single=size <= part_size,
-        )
+        sink = upload_sink(source, target_of(dst), opts, tree.store if tree else None)
     except BaseException:
         source.close()
         raise
@@ -99,9 +94,9 @@ def upload(
         for listener in listeners:
             dispatch(listener, event)
 
-    sink.on_notice = lambda message: emit(Notice(target.name, message))
+    sink.on_notice = lambda message: emit(Notice(sink.name, message))
     run_opts = opts._replace(
-        chunk_size=part_size,
+        chunk_size=sink.part_size,
         checkpoint_bytes=opts.checkpoint_bytes or CHECKPOINT_BYTES,
         checkpoint_seconds=max(opts.checkpoint_seconds, CHECKPOINT_SECONDS),
         connections=1,  # the file is read by one thread; the sink sends parts in parallel
@@ -110,7 +105,17 @@ def upload(
     if sink.single:  # one PutObject: no journal a later run could resume (it sends the file again)
         from .endpoints.batch import MemoryJournal
 
-        return Transfer(source, sink, MemoryJournal(target.name), run_opts, listeners).run()
+        journal: S3Journal | MemoryJournal = MemoryJournal(sink.name)
+    else:
+        journal = resumable_journal(source, sink, opts)
+    result = Transfer(source, sink, journal, run_opts, listeners).run()
+    if tree is not None and sink.etag:
+        tree.finished(sink.etag)
+    return result
+
+
+def resumable_journal(source: LocalSource, sink: S3UploadSink, opts: Options) -> S3Journal:
+    """The upload's journal in the state directory, locked, reconciled with the store."""
     try:
         journal = S3Journal.lock(
             state_dir(os.environ, os.path.expanduser("~")), journal_key(source, sink), sink
@@ -128,7 +133,27 @@ def upload(
         sink.close()
         journal.close()
         raise
-    return Transfer(source, sink, journal, run_opts, listeners).run()
+    return journal
+
+
+def upload_sink(source: LocalSource, target: proto.S3Url, opts: Options, store: Store | None) -> S3UploadSink:
+    """The sink for ``source``'s upload to ``target`` (a key, or a prefix it goes under), its part
+    size chosen for the file's size."""
+    target = proto.object_key(target, os.path.basename(source.name))
+    size = source.identity().size
+    try:
+        part_size = proto.choose_part_size(size, opts.part_size, min_part_size())
+    except ValueError as exc:
+        raise UsageError(f"{target.name}: {exc}") from None
+    return S3UploadSink(
+        store or connect(settings(opts), target.name),
+        target,
+        read_source=source.read_into,
+        part_size=part_size,
+        checksum=opts.checksum_algorithm,
+        connections=opts.connections,
+        single=size <= part_size,
+    )
 
 
 def journal_key(source: LocalSource, sink: S3UploadSink) -> str:
@@ -227,6 +252,8 @@ def verify_parts(
         if verdict is False:
             continue
         record = loaded.chunks.get(index)
+        if record is None and verdict and remembered[number].digest:  # recorded when acknowledged
+            record = ChunkRecord(index, length, bytes.fromhex(str(remembered[number].digest)))
         if verdict is None or record is None:
             view = buf[:length]
             if source.read_into(offset, view) != length:
@@ -295,13 +322,14 @@ def notice(sink: S3UploadSink, message: str) -> None:
 
 
 def download(
-    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), store: Store | None = None
+    src: str, dst: str, opts: Options, listeners: Sequence[Listener] = (), tree: TreeFile | None = None
 ) -> CopyResult:
-    """Download ``src`` (``s3://bucket/key``) to the file or existing directory ``dst``."""
+    """Download ``src`` (``s3://bucket/key``) to the file or existing directory ``dst``; ``tree``:
+    the client to reuse and where to report the ETag of the object the file now holds."""
     target = target_of(src)
     if target.is_prefix:
         raise UsageError(f"{target.name}: names a prefix (a 'directory'); use -r to copy what is under it")
-    store = store or connect(settings(opts), target.name)
+    store = tree.store if tree else connect(settings(opts), target.name)
     source = S3Source.open(store, target, connections=opts.connections)
     try:
         path = dst
@@ -324,7 +352,10 @@ def download(
         if stored is not None:
             check_stored(read, size, stored, source.name)
 
-    return Transfer(source, sink, LocalJournal(path), opts, listeners, final_check=check).run()
+    result = Transfer(source, sink, LocalJournal(path), opts, listeners, final_check=check).run()
+    if tree is not None:
+        tree.finished(source.etag)
+    return result
 
 
 def check_stored(

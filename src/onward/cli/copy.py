@@ -186,8 +186,6 @@ def copy_s3_trees(args: argparse.Namespace, sources: list[str], dst: str) -> int
     from ..options import Options
     from ..s3tree import copy_tree
 
-    if args.delete or args.dereference:
-        raise UsageError("--delete and -L do not apply to S3 trees yet")
     opts = Options.build(**options_from(args))
 
     def per_file() -> list[Listener]:
@@ -196,7 +194,7 @@ def copy_s3_trees(args: argparse.Namespace, sources: list[str], dst: str) -> int
         return [Notices(), TextProgress()] if args.progress else [Notices()]
 
     for src in sources:
-        copied, skipped = copy_tree(src, dst, opts, per_file)
+        counts = copy_tree(src, dst, opts, per_file, delete=args.delete, follow=args.dereference)
         if not args.quiet and not args.json:
-            print(f"{src} -> {dst}: {copied} file(s) copied, {skipped} already there")
+            print(f"{src} -> {dst}: {counts.describe()}")
     return EXIT_OK

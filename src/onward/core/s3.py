@@ -5,7 +5,7 @@ the protocol's limits, the journal records that bind a journal to a multipart
 upload (S3UPLOAD) and remember each part the store acknowledged (S3PART), whether
 a part the store lists is the one the journal remembers, the ETag a completed
 upload must have, per-part checksums, and what a store's error code means.
-``onward.endpoints.s3`` does the I/O and asks these; docs/S3.md has the rules.
+``onward.endpoints.s3*`` do the I/O and ask these; docs/S3.md has the rules.
 """
 
 from __future__ import annotations
@@ -200,12 +200,14 @@ class S3Upload(NamedTuple):
 
 
 class Part(NamedTuple):
-    """A part the store acknowledged: its number (1-based), size, ETag and checksum (base64)."""
+    """A part the store acknowledged: its number (1-based), size, ETag and checksum (base64);
+    ``digest``: the hex xxh3-128 of its bytes (the engine's chunk digest), when this side sent it."""
 
     number: int
     size: int
     etag: str
     checksum: str | None
+    digest: str | None = None
 
 
 def encode_s3_upload(upload: S3Upload) -> bytes:
@@ -216,7 +218,8 @@ def encode_s3_upload(upload: S3Upload) -> bytes:
 
 def encode_parts(parts: list[Part]) -> bytes:
     return b"".join(
-        frame(KIND_S3_PART, json.dumps([p.number, p.size, p.etag, p.checksum]).encode("ascii")) for p in parts
+        frame(KIND_S3_PART, json.dumps([p.number, p.size, p.etag, p.checksum, p.digest]).encode("ascii"))
+        for p in parts
     )
 
 
@@ -231,10 +234,13 @@ def read_s3_records(data: bytes) -> tuple[S3Upload | None, dict[int, Part]]:
             if kind == KIND_S3_UPLOAD:
                 upload, parts = S3Upload.from_json(json.loads(payload)), {}
             elif kind == KIND_S3_PART:
-                number, size, etag, checksum = json.loads(payload)
+                number, size, etag, checksum, *rest = json.loads(payload)  # rest: the digest, if any
                 if not (isinstance(number, int) and isinstance(size, int) and isinstance(etag, str)):
                     break
-                parts[number] = Part(number, size, etag, checksum if isinstance(checksum, str) else None)
+                digest = rest[0] if rest and isinstance(rest[0], str) else None
+                parts[number] = Part(
+                    number, size, etag, checksum if isinstance(checksum, str) else None, digest
+                )
         except (ValueError, TypeError, UnicodeDecodeError):
             break
     return upload, parts

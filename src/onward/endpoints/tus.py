@@ -31,9 +31,8 @@ from ..core.identity import Identity
 from ..core.journal import Promote, Upload
 from ..core.resume import keeps_upload
 from ..errors import DestinationError, OnwardError, TransientError
-from .uploadjournal import JOURNAL_PREFIX, LOCK_SUFFIX, UploadJournal, lock_state  # for endpoints.s3
 
-__all__ = ["JOURNAL_PREFIX", "LOCK_SUFFIX", "UploadJournal", "UploadSink", "lock_state"]
+__all__ = ["UploadSink"]
 
 ReadSource = Callable[[int, memoryview], int]
 
