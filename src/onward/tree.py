@@ -54,6 +54,7 @@ from .endpoints.localtree import (
     scan_destination,
     scan_source,
 )
+from .endpoints.metadata import Keeper, wanted
 from .errors import (
     DestinationError,
     DurabilityError,
@@ -238,6 +239,7 @@ class TreeCopy:
         self.failed_dirs: set[str] = set()  # directories that could not be made: skip below them
         self.syncer = Syncer()
         self.batch = Batch(self.syncer)
+        self.keeper = Keeper(wanted(options.preserve), self.notice)  # owner, xattrs, ACLs
         self.journal = LocalJournal(os.path.join(dst_root, TREE_JOURNAL.removesuffix(".onward-journal")))
         self.have_journal = False
         self.touched: set[str] = set()  # directories where entries were made or removed
@@ -575,7 +577,8 @@ class TreeCopy:
         if self.below_failed(rel) or self.name_too_long(rel):
             return
         try:
-            make_symlink(self.dst(rel), target, times if self.opts.preserve_times else None)
+            keep = self.keeper.link(self.src(rel), display(self.dst(rel)))
+            make_symlink(self.dst(rel), target, times if self.opts.preserve_times else None, keep)
         except OSError as exc:
             self.fail(self.dst(rel), f"{display(self.dst(rel))}: {cause(exc, 'cannot make symlink')}", rel)
             return
@@ -692,6 +695,7 @@ class TreeCopy:
                 source.close()
                 raise
             opts = self.options_for(copy)
+            sink.extra = self.keeper.bind(source)
             Transfer(source, sink, journal, opts, [relay], throttle=self.throttle).run(lean=copy.batched)
         except (NoSpaceError, DurabilityError, Interrupted):
             raise  # these stop the whole tree: every later file would fail the same way
@@ -779,6 +783,11 @@ class TreeCopy:
                 continue
             node = source.entries[rel] if rel else source.root
             path = self.dst(rel)
+            try:
+                self.keeper.apply_path(self.src(rel), path, follow=self.follow or not rel)
+            except OSError as exc:
+                self.fail(path, f"{display(path)}: {cause(exc, 'cannot set owner and attributes')}")
+                continue
             if plan.idle and not self.have_journal:
                 found = dest.entries.get(rel) if rel else dest.root
                 mode, mtime_ns = (found.mode, found.mtime_ns) if found is not None else (0, 0)

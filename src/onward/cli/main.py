@@ -237,10 +237,16 @@ def add_copy(verbs: Any) -> None:
     s3.add_argument("--endpoint-url", metavar="URL", help="an S3-compatible store (path-style addressing)")
     s3.add_argument("--region", metavar="REGION", help="the bucket's region")
     cp.add_argument(
+        "--preserve",
+        metavar="LIST",
+        default="",
+        help="also keep owner, group, xattrs, acls or all (root keeps owner and group by default)",
+    )
+    cp.add_argument(
         "--no-preserve",
         metavar="LIST",
         default="",
-        help="do not preserve these attributes: mode, timestamps or all (default: preserve both)",
+        help="do not keep these: mode, timestamps, owner, group, ...",
     )
     cp.add_argument("-P", "--progress", action="store_true", help="show progress even when not on a terminal")
     cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
