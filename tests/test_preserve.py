@@ -135,8 +135,13 @@ def test_preserve_keeps_xattrs_and_acls(
         assert getfacl(copied / rel) == getfacl(src / rel), rel
         assert (copied / rel).stat().st_mode == (src / rel).stat().st_mode, rel
     assert "default:user:1234:r-x" in getfacl(copied / "sub")
-    # A file without an ACL gets none, even below a directory whose default ACL it would inherit.
-    assert "user:1234" not in getfacl(copied / "sub" / "other")
+    # A file without an ACL gets none, even below a directory whose default ACL it inherits.
+    (src / "sub" / "new").write_bytes(b"added later")
+    setfacl("-b", src / "sub" / "new")  # its inherited ACL removed: the source has none
+    again = onward_cli("copy", "-r", "--preserve=all", src, dst)
+    assert again.returncode == 0, again.stderr
+    assert getfacl(copied / "sub" / "new") == getfacl(src / "sub" / "new")
+    assert "user:1234" not in getfacl(copied / "sub" / "new")
     without = onward_cli("copy", "-r", src, tmp_path / "plain")
     assert without.returncode == 0, without.stderr
     assert xattrs(tmp_path / "plain" / "src" / "big") == {}
@@ -183,6 +188,12 @@ def test_refusing_file_system_gives_one_notice_per_cause(
         assert (copied / rel).stat().st_mode == (src / rel).stat().st_mode, rel
         assert (copied / rel).stat().st_mtime_ns == (src / rel).stat().st_mtime_ns, rel
     assert sorted(p.name for p in (copied / "sub").iterdir()) == ["link", "other", "small"]
+    # Nothing to keep, nothing to say: a tree without xattrs or ACLs gets no notice at all.
+    plain = tmp_path / "plain"
+    (plain / "sub").mkdir(parents=True)
+    (plain / "sub" / "file").write_bytes(b"no attributes")
+    quiet = onward_cli("copy", "-r", "--preserve=all", plain, ramfs / "plain")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     # --json: the notice is an event, once.
     single = onward_cli("copy", "--json", "--preserve=xattrs", src / "big", ramfs / "one")
     assert single.returncode == 0, single.stderr

@@ -89,18 +89,19 @@ class Keeper:
         self.chown(st, dst, shown)
         if not (self.xattrs or self.acls):
             return
-        names = _names(src, follow)
+        names, present = _names(src, follow), _names(dst, False)
         if self.xattrs:
             ours = [n for n in names if not n.startswith("system.")]
             self.copy_names(src, dst, ours, follow, shown, "xattrs")
-            stale = [n for n in _names(dst, False) if n.startswith(OWN_NAMESPACES) and n not in ours]
-            for name in stale:
-                self.attempt("xattrs", shown, _remove, dst, name)
+            for name in present:
+                if name.startswith(OWN_NAMESPACES) and name not in ours:
+                    self.attempt("xattrs", shown, _remove, dst, name)
         if self.acls and not stat.S_ISLNK(st.st_mode):
             acls = ACLS if stat.S_ISDIR(st.st_mode) else ACLS[:1]
             self.copy_names(src, dst, [n for n in acls if n in names], follow, shown, "acls")
-            for name in (n for n in acls if n not in names):  # none in the source: none in the copy
-                self.attempt("acls", shown, _remove, dst, name)
+            for name in acls:  # none in the source: none in the copy (not even an inherited one)
+                if name in present and name not in names:
+                    self.attempt("acls", shown, _remove, dst, name)
 
     def chown(self, st: os.stat_result, dst: Target, shown: str) -> None:
         now = os.fstat(dst) if isinstance(dst, int) else os.lstat(dst)
