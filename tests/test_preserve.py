@@ -299,3 +299,29 @@ def test_preserve_usage_and_dry_run(tmp_path: Path, onward_cli: Cli) -> None:
     assert dry.returncode == 0, dry.stderr
     assert "nothing was written" in dry.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+@needs_root
+def test_killed_tree_copy_resumes_and_ends_with_the_metadata(
+    tmp_path: Path,
+    onward_cli: Cli,
+    onward_kill_midway: Callable[..., int],
+    onward_random_file: Callable[[Path, int], bytes],
+) -> None:
+    acl_tools()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src, onward_random_file(tmp_path / "data", 8 << 20))
+    setfacl("-m", "u:1234:rw", src / "big")
+    setfacl("-d", "-m", "u:1234:rx", src / "sub")
+    dst.mkdir()
+    onward_kill_midway(src, dst, "-r", "--preserve=all")
+    assert not (dst / "src" / "big").exists()
+    again = onward_cli("copy", "-r", "--preserve=all", src, dst)
+    assert again.returncode == 0, again.stderr
+    copied = dst / "src"
+    assert (copied / "big").read_bytes() == (src / "big").read_bytes()
+    for rel in ("", "big", "sub", "sub/small", "sub/other"):
+        assert owner(copied / rel) == (OWNER, GROUP), rel
+        assert xattrs(copied / rel) == xattrs(src / rel), rel
+        assert getfacl(copied / rel) == getfacl(src / rel), rel
+    assert owner(copied / "sub" / "link") == (OWNER + 1, GROUP + 1)
