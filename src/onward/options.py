@@ -11,7 +11,7 @@ __all__ = ["Options"]
 
 MiB = 1 << 20
 MAX_CONNECTIONS = 16
-PRESERVE_ITEMS = frozenset({"owner", "group", "xattrs", "acls"})  # endpoints.metadata.ITEMS
+PRESERVE_ITEMS = frozenset({"owner", "group", "xattrs", "acls"})  # what endpoints.metadata keeps
 S3_CHECKSUMS = ("crc32c", "crc32", "sha256", "sha1")  # the keys of core.s3.CHECKSUMS
 
 

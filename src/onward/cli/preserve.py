@@ -6,12 +6,13 @@ from typing import Any
 
 from ..endpoints.metadata import wanted
 from ..errors import UsageError
+from ..options import PRESERVE_ITEMS
 
 __all__ = ["preserve_options"]
 
 BITS = {"mode": "preserve_mode", "timestamps": "preserve_times"}  # Options fields, on by default
 ALIASES = {"ownership": ("owner", "group"), "xattr": ("xattrs",), "acl": ("acls",)}  # cp's words
-EXTRA = ("owner", "group", "xattrs", "acls")  # Options.preserve
+EXTRA = sorted(PRESERVE_ITEMS)  # Options.preserve
 KNOWN = "mode, timestamps, owner, group, xattrs, acls or all"
 
 
