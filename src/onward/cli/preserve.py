@@ -21,6 +21,8 @@ def _items(text: str, flag: str) -> list[str]:
     for item in filter(None, (s.strip() for s in text.split(","))):
         if item == "all":
             items += [*BITS, *EXTRA]
+        elif item == "links":
+            continue  # cp's: a tree keeps hard links always
         elif item in ALIASES:
             items += ALIASES[item]
         elif item in BITS or item in EXTRA:
