@@ -57,6 +57,7 @@ from benchlib import precompile
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 ONWARD = [sys.executable, "-m", "onward"]
+KEEP: dict[str, list[str]] = {"onward": [], "rsync": []}  # --preserve-all: each tool's flags
 DROP_CACHES = "/proc/sys/vm/drop_caches"
 FULL_VS_RSYNC = 1.5  # issue 5: 10,000 x 4 KiB, durable, <= 1.5 x (rsync -a && sync)
 NOOP_VS_RSYNC = 2.0  # issue 5: re-run on a complete tree <= 2 x rsync's own re-run
@@ -222,11 +223,12 @@ def full_jobs(src: str, work: str, args: argparse.Namespace) -> dict[str, Callab
 
     def onward() -> Sample:
         settle(dest, drop=args.drop_caches, warm=warm)
-        return timed("full onward", [*ONWARD, "copy", "-r", "-q", f"{src}/", dest])[0]
+        return timed("full onward", [*ONWARD, "copy", "-r", "-q", *KEEP["onward"], f"{src}/", dest])[0]
 
     def rsync() -> Sample:
         settle(dest, drop=args.drop_caches, warm=warm)
-        return timed("full rsync -a && sync", ["rsync", "-a", f"{src}/", f"{dest}/"], sync=True)[0]
+        argv = ["rsync", "-a", *KEEP["rsync"], f"{src}/", f"{dest}/"]
+        return timed("full rsync -a && sync", argv, sync=True)[0]
 
     return {"full onward": onward, "full rsync -a && sync": rsync}
 
@@ -338,6 +340,20 @@ def verdicts(results: Results, big: int, smoke: bool) -> list[str]:
     return out
 
 
+def tag_tree(root: str) -> None:
+    """--preserve-all: a user.* attribute and the ACL of a template (``setfacl``) on every file."""
+    KEEP.update(onward=["--preserve=all"], rsync=["-AX"])
+    template = os.path.join(root, ".acl")
+    open(template, "w").close()
+    subprocess.run(["setfacl", "-m", "u:1234:r", template], check=True)
+    acl = os.getxattr(template, "system.posix_acl_access")
+    os.unlink(template)
+    for top, _, names in os.walk(root):
+        for name in names:
+            os.setxattr(os.path.join(top, name), "user.bench", name.encode())
+            os.setxattr(os.path.join(top, name), "system.posix_acl_access", acl)
+
+
 def describe_machine(directory: str) -> str:
     load = os.getloadavg()
     rsync = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout.splitlines()
@@ -365,6 +381,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do not compile onward's modules to bytecode before the rounds",
     )
+    p.add_argument(
+        "--preserve-all",
+        action="store_true",
+        help="full: every file with a user.* xattr and an ACL, onward --preserve=all against rsync -aAX",
+    )
     p.add_argument("--smoke", action="store_true", help="200 files, an 8 MiB big file, 1 round (CI)")
     args = p.parse_args(argv)
     if args.smoke:
@@ -385,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
             print(precompile())
         small, bigtree = os.path.join(work, "small-src"), os.path.join(work, "big-src")
         make_small_tree(small, args.files, args.dirs, args.file_size)
+        if args.preserve_all:
+            tag_tree(small)
         jobs: dict[str, Callable[[], Sample]] = {}
         pairs = []
         if "full" in only:

@@ -477,7 +477,8 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path, onward_cli, onward_rand
         (("--chunk-size", "1"), ("chunk size", "4 KiB")),
         (("--checkpoint-seconds", "0"), ("checkpoint seconds", "positive")),
         (("--retries", "-1"), ("retries", "negative")),
-        (("--no-preserve=owner",), ("--no-preserve", "owner")),
+        (("--no-preserve=colour",), ("--no-preserve", "colour")),  # owner is one since --preserve
+        (("--preserve=context",), ("--preserve", "context")),
         (("--verify", "slow"), ("--verify", "slow")),
     ],
 )

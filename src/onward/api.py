@@ -14,6 +14,7 @@ from typing import Any
 from .checksum import final_check
 from .core.http import looks_like_url, parse_checksum, redact_url
 from .endpoints.local import LocalJournal, LocalSink, LocalSource
+from .endpoints.metadata import keeper_for
 from .engine import Transfer
 from .errors import DestinationError, SourceError, UsageError
 from .events import CopyResult, Listener
@@ -80,6 +81,7 @@ def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **op
     try:
         refuse_unsafe_target(source, target)
         sink = LocalSink.open(target)
+        sink.extra = keeper_for(opts.preserve, listeners).bind(source)
     except BaseException:
         source.close()
         raise

@@ -11,6 +11,7 @@ __all__ = ["Options"]
 
 MiB = 1 << 20
 MAX_CONNECTIONS = 16
+PRESERVE_ITEMS = frozenset({"owner", "group", "xattrs", "acls"})  # what endpoints.metadata keeps
 S3_CHECKSUMS = ("crc32c", "crc32", "sha256", "sha1")  # the keys of core.s3.CHECKSUMS
 
 
@@ -34,6 +35,8 @@ class Options(NamedTuple):
     restart: bool = False
     preserve_mode: bool = True
     preserve_times: bool = True
+    # owner, group, xattrs, acls (endpoints.metadata); None: owner and group for root, as cp -a
+    preserve: frozenset[str] | None = None
     retries: int = 5
     recheck_chunks: int = 4  # committed chunks re-hashed from the partial on resume
     checksum: str | None = None  # "ALG:HEX" the finished copy must match (sha256, sha512, sha1, md5)
@@ -77,6 +80,8 @@ class Options(NamedTuple):
             raise UsageError("checkpoint seconds must be positive")
         if self.verify not in ("none", "fast", "full"):
             raise UsageError(f"verify must be 'none', 'fast' or 'full', not {self.verify!r}")
+        if self.preserve is not None and not set(self.preserve) <= PRESERVE_ITEMS:
+            raise UsageError(f"preserve: one or more of {', '.join(sorted(PRESERVE_ITEMS))}")
         if self.retries < 0:
             raise UsageError("retries must not be negative")
         if self.bwlimit is not None and self.bwlimit < 1:

@@ -314,6 +314,11 @@ class TreeCopy(TreeEntries):
                 continue
             node = source.entries[rel] if rel else source.root
             path = self.dst(rel)
+            try:
+                self.keeper.apply_path(self.src(rel), path, follow=self.follow or not rel)
+            except OSError as exc:
+                self.fail(path, f"{display(path)}: {cause(exc, 'cannot set owner and attributes')}")
+                continue
             if plan.idle and not self.have_journal:
                 found = dest.entries.get(rel) if rel else dest.root
                 mode, mtime_ns = (found.mode, found.mtime_ns) if found is not None else (0, 0)

@@ -32,6 +32,7 @@ from .endpoints.localtree import (
     remove_entry,
     same_bytes,
 )
+from .endpoints.metadata import Keeper, wanted
 from .errors import DurabilityError, Interrupted, NoSpaceError, OnwardError
 from .events import (
     Checkpoint,
@@ -86,6 +87,7 @@ class TreeEntries:
         self.failed_dirs: set[str] = set()  # directories that could not be made: skip below them
         self.syncer = Syncer()
         self.batch = Batch(self.syncer)
+        self.keeper = Keeper(wanted(options.preserve), self.notice)  # owner, xattrs, ACLs
         self.journal = LocalJournal(os.path.join(dst_root, TREE_JOURNAL.removesuffix(".onward-journal")))
         self.have_journal = False
         self.touched: set[str] = set()  # directories where entries were made or removed
@@ -190,7 +192,8 @@ class TreeEntries:
         if self.below_failed(rel) or self.name_too_long(rel):
             return
         try:
-            make_symlink(self.dst(rel), target, times if self.opts.preserve_times else None)
+            keep = self.keeper.link(self.src(rel), display(self.dst(rel)))
+            make_symlink(self.dst(rel), target, times if self.opts.preserve_times else None, keep)
         except OSError as exc:
             self.fail(self.dst(rel), f"{display(self.dst(rel))}: {cause(exc, 'cannot make symlink')}", rel)
             return
@@ -307,6 +310,7 @@ class TreeEntries:
                 source.close()
                 raise
             opts = self.options_for(copy)
+            sink.extra = self.keeper.bind(source)
             Transfer(source, sink, journal, opts, [relay], throttle=self.throttle).run(lean=copy.batched)
         except (NoSpaceError, DurabilityError, Interrupted):
             raise  # these stop the whole tree: every later file would fail the same way

@@ -24,9 +24,8 @@ from ..errors import (
 )
 from ..events import Listener
 from ..units import parse_size
+from .preserve import preserve_options
 from .render import JsonLines, Notices, TextProgress, listeners_for, report_error
-
-PRESERVABLE = {"mode": "preserve_mode", "timestamps": "preserve_times"}
 
 
 def options_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,13 +67,7 @@ def options_from(args: argparse.Namespace) -> dict[str, Any]:
             opts[flag] = getattr(args, flag)
     if args.header:
         opts["headers"] = tuple(parse_header(h) for h in args.header)
-    for item in filter(None, (s.strip() for s in args.no_preserve.split(","))):
-        if item == "all":
-            opts.update(dict.fromkeys(PRESERVABLE.values(), False))
-        elif item in PRESERVABLE:
-            opts[PRESERVABLE[item]] = False
-        else:
-            raise UsageError(f"--no-preserve: unknown attribute {item!r} (mode, timestamps or all)")
+    opts.update(preserve_options(args.preserve, args.no_preserve))
     return opts
 
 

@@ -147,10 +147,16 @@ def add_copy(verbs: Any) -> None:
         cp.add_argument_group("S3 (SRC or DST an s3://bucket/key URL; credentials found as the AWS CLI does)")
     )
     cp.add_argument(
+        "--preserve",
+        metavar="LIST",
+        default="",
+        help="also keep owner, group, xattrs, acls or all (root keeps owner and group by default)",
+    )
+    cp.add_argument(
         "--no-preserve",
         metavar="LIST",
         default="",
-        help="do not preserve these attributes: mode, timestamps or all (default: preserve both)",
+        help="do not keep these: mode, timestamps, owner, group, ...",
     )
     cp.add_argument("-P", "--progress", action="store_true", help="show progress even when not on a terminal")
     cp.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")

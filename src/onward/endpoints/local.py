@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from typing import NoReturn
 
 from ..core.identity import Identity
@@ -203,6 +204,7 @@ class LocalSink:
 
     direct_io = True
     can_read_back = True
+    extra: Callable[[int, str], None] | None = None  # owner, xattrs, ACLs (endpoints.metadata)
 
     def __init__(self, name: str, fd: int, fresh: bool) -> None:
         self.name = name
@@ -353,6 +355,8 @@ class LocalSink:
     def apply_metadata(self, mode: int | None, times_ns: tuple[int, int] | None) -> None:
         """The source's permission bits (``None``: what the umask gives a new file) and times."""
         try:
+            if self.extra is not None:  # before the mode: chown clears set-ID bits
+                self.extra(self._fd, self.name)
             if mode is None:
                 umask = os.umask(0)
                 os.umask(umask)

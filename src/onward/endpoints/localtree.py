@@ -13,7 +13,7 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterator, Set
+from collections.abc import Callable, Iterator, Set
 from operator import attrgetter
 
 from ..core.filters import Filter
@@ -315,11 +315,16 @@ def _drop(path: str) -> None:
         os.unlink(path)
 
 
-def make_symlink(final: str, target: str, times_ns: tuple[int, int] | None) -> None:
-    """A symlink made beside ``final`` and renamed onto it: ``final`` never goes missing."""
+def make_symlink(
+    final: str, target: str, times_ns: tuple[int, int] | None, extra: Callable[[str], None] | None = None
+) -> None:
+    """A symlink made beside ``final`` and renamed onto it: ``final`` never goes missing.
+    ``extra`` (owner, xattrs: ``endpoints.metadata``) is applied to it before its times."""
     temp = partial_path(final)
     _drop(temp)
     os.symlink(target, temp)
+    if extra is not None:
+        extra(temp)
     if times_ns is not None:
         with contextlib.suppress(OSError):  # not every file system keeps a symlink's times
             os.utime(temp, ns=times_ns, follow_symlinks=False)
