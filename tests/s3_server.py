@@ -69,7 +69,7 @@ def s3_store() -> Iterator[Store]:
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
-        port = server._server.server_port  # type: ignore[union-attr]
+        port = server._server.server_port
         yield Store(f"http://127.0.0.1:{port}")
     finally:
         server.stop()
@@ -149,5 +149,6 @@ def progress_at(done: int) -> Callable[[dict[str, Any]], bool]:
 
 def done_event(stdout: str) -> dict[str, Any]:
     events = [json.loads(line) for line in stdout.splitlines()]
+    done: dict[str, Any]
     (done,) = [e for e in events if e["event"] == "done"]
     return done

@@ -302,6 +302,7 @@ def kill_cycle(
     assert mismatch is None, f"resumed copy differs ({mismatch}): {context}"
     assert sorted(os.listdir(dst_dir)) == ["copy"], f"left behind: {sorted(os.listdir(dst_dir))}: {context}"
     if attempt > 0:
+        assert held_at_kill is not None  # every killed attempt set it
         done = run.last("done")
         assert done is not None, context
         assert done["resumed_from"] >= committed_at_kill, f"a reported checkpoint was lost: {context}"

@@ -97,7 +97,7 @@ def test_no_offset_is_recorded_before_its_data_is_synced(tmp_path: Path) -> None
     updir = tmp_path / "uploads"
     updir.mkdir()
     log = tmp_path / "strace.log"
-    trace = ("strace", "-f", "-ttt", "-T", "-xx", "-y", "-s", "256", "-o", str(log))
+    trace: tuple[str, ...] = ("strace", "-f", "-ttt", "-T", "-xx", "-y", "-s", "256", "-o", str(log))
     trace += ("-e", "trace=pwrite64,fdatasync,fsync,rename")
     payload = random.Random(7).randbytes(6 << 20)
     server = OnwardServer(updir, prefix=trace).start()

@@ -440,8 +440,8 @@ def kill_in_big_file(src: Path, out: Path, sig: int = signal.SIGKILL) -> subproc
 def test_the_file_in_flight_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
     make_tree(src, big=8 * MiB, small=12)
-    proc = kill_in_big_file(src, out)
-    assert proc.returncode == -signal.SIGKILL
+    killed = kill_in_big_file(src, out)
+    assert killed.returncode == -signal.SIGKILL
     status = cli("status", "--json", out)
     [entry] = [json.loads(line) for line in status.stdout.splitlines()]  # one entry for the tree
     assert entry["tree"] and entry["destination"] == str(out / "src") and entry["source"] == str(src)

@@ -127,7 +127,7 @@ def test_done_records_are_trusted_only_while_the_source_keeps_its_stamp() -> Non
     assert [(c.path, c.reason) for c in p.copies] == [("f", "changed")]
     # Without the times preserved, the DONE record is what says the copy is done.
     dest.entries["f"] = dest.entries["f"]._replace(mtime_ns=12345)
-    assert plan(source, dest, {"f": node.stamp}, preserve_times=False).idle  # type: ignore[dict-item]
+    assert plan(source, dest, {"f": node.stamp}, preserve_times=False).idle
     assert plan(source, dest, {}, preserve_times=False).copies  # no record, no way to tell
 
 

@@ -56,7 +56,7 @@ def test_upload_stores_the_exact_bytes_and_leaves_no_journal(tmp_path: Path) -> 
         assert stored.read_bytes() == data
         info = server.info(stored.name)
         assert info.get("size") == len(data)
-        assert (info.get("metadata") or {}).get("filename") == "file.bin"  # type: ignore[union-attr]
+        assert (info.get("metadata") or {}).get("filename") == "file.bin"
     done = done_event(result.stdout)
     assert (done["size"], done["resumed_from"], done["destination"]) == (len(data), 0, server.endpoint)
     assert journals(tmp_path / "state") == []

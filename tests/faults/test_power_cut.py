@@ -41,11 +41,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from onward.core.journal import DecodeError, decode
+
+if TYPE_CHECKING:
+    from faults.conftest import Claims, Dest
 
 KiB, MiB = 1024, 1024 * 1024
 GOINGDOWN = 0x8004587D  # _IOR('X', 125, __u32): EXT4_IOC_SHUTDOWN == XFS_IOC_GOINGDOWN
@@ -211,7 +214,7 @@ def draw_cases(faultlib: Any, fs: str) -> list[Case]:
     return cases
 
 
-def left_behind(dest: Any, data: bytes, claims: Any) -> str:
+def left_behind(dest: Dest, data: bytes, claims: Claims) -> str:
     """What a cut left, for the tally: how far a re-run can pick up."""
     finished = dest.path.exists() and dest.path.read_bytes() == data
     if finished:
@@ -237,7 +240,7 @@ def journal_promoted(path: Path) -> bool:
 
 
 def start(
-    faultlib: Any, case: Case, src: Path, dest: Any, trigger: str, out: Path, strace: str | None
+    faultlib: Any, case: Case, src: Path, dest: Dest, trigger: str, out: Path, strace: str | None
 ) -> Any:
     cmd = faultlib.copy_args(src, dest, case.flags)
     if strace is not None and trigger in ("before-rename", "after-rename"):
@@ -281,7 +284,7 @@ def cut_once(
     case: Case,
     k: int,
     src: Path,
-    dest: Any,
+    dest: Dest,
     old_ino: int | None,
     strace: str | None,
     log: Path,

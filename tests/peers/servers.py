@@ -73,7 +73,7 @@ def events(out: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def done_event(out: str) -> dict[str, object]:
+def done_event(out: str) -> dict[str, Any]:
     found = [e for e in events(out) if e.get("event") == "done"]
     assert found, out
     return found[-1]
