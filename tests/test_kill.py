@@ -385,7 +385,7 @@ def test_ctrl_c_and_sigterm_exit_130_at_once_and_the_rerun_resumes(
                 while b'"event": "start"' not in out.read_bytes() and proc.poll() is None:
                     assert time.monotonic() < deadline, "no start event"
                     time.sleep(0.001)
-                time.sleep(rng.uniform(0.0, 0.03))
+                time.sleep(rng.uniform(0.0, 0.03))  # a random moment for the signal, not a wait
                 sent = time.monotonic()
                 proc.send_signal(signum)
                 rc = proc.wait(timeout=30)

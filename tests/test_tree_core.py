@@ -18,6 +18,7 @@ from onward.core.tree import (
     Kind,
     Node,
     SourceTree,
+    TreePlan,
     dir_changes,
     link_leaders,
     plan_tree,
@@ -74,8 +75,8 @@ def empty_dest() -> DestTree:
     return DestTree(directory(), {}, {""})
 
 
-def plan(source: SourceTree, dest: DestTree, done: dict[str, Stamp] | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    return plan_tree(source, dest, done or {}, source_root=ROOT, small=SMALL, **kw)  # type: ignore[arg-type]
+def plan(source: SourceTree, dest: DestTree, done: dict[str, Stamp] | None = None, **kw: bool) -> TreePlan:
+    return plan_tree(source, dest, done or {}, source_root=ROOT, small=SMALL, **kw)
 
 
 SAMPLE = {

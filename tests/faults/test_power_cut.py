@@ -304,11 +304,12 @@ def cut_once(
 
             wait_for(proc, reached)
         elif trigger == "delay":
-            # A full run here takes about 0.15 s of start-up plus the copy itself.
+            # A full run here takes about 0.15 s of start-up plus the copy itself. The sleep places
+            # the cut at a chosen moment of the run (the behaviour under test), it awaits nothing.
             time.sleep(fraction * (0.15 + case.size / (120 * MiB)))
         elif trigger == "before-rename":
             wait_for(proc, lambda: journal_promoted(dest.journal))
-            time.sleep(fraction * WINDOW * 0.8)
+            time.sleep(fraction * WINDOW * 0.8)  # the cut's moment inside the window, not a wait
         elif trigger == "after-rename":
 
             def renamed() -> bool:
@@ -318,7 +319,7 @@ def cut_once(
                     return False
 
             wait_for(proc, renamed)
-            time.sleep(fraction * WINDOW * 0.8)
+            time.sleep(fraction * WINDOW * 0.8)  # the cut's moment inside the window, not a wait
         else:  # after-exit
             proc.wait(timeout=WAIT)
         exited_before = proc.poll() == 0
