@@ -80,7 +80,7 @@ class Serve:
             if p.is_file():
                 p.unlink()
 
-    def measure(self, upload: Callable[[], None]) -> tuple[float, float]:
+    def measure(self, upload: Callable[[], object]) -> tuple[float, float]:
         cpu = cpu_seconds(self.proc.pid)
         start = time.perf_counter()
         upload()
@@ -149,6 +149,7 @@ def main() -> int:
                     order = list(results)
                     order = order[run % 3 :] + order[: run % 3]  # who goes first rotates
                     for name in order:
+                        upload: Callable[[], object]
                         if name == "tus-js-client":
                             upload = lambda: tus_js_upload(  # noqa: E731
                                 serve.origin + "/files/", src, "--chunk-size", str(CHUNK), timeout=900
