@@ -11,9 +11,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
+
+if TYPE_CHECKING:
+    import httpx
+
+    from peers.servers import OnwardServer
 
 # --- CLI subprocess fixtures (tests/test_cli.py, tests/test_bad_input.py) -------------------
 
@@ -171,7 +176,7 @@ def updir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(updir: Path) -> Iterator[Any]:
+def server(updir: Path) -> Iterator[OnwardServer]:
     """``onward serve updir`` on a free port (``peers.servers.OnwardServer``)."""
     from peers.servers import OnwardServer
 
@@ -180,7 +185,7 @@ def server(updir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def client(server: Any) -> Iterator[Any]:
+def client(server: OnwardServer) -> Iterator[httpx.Client]:
     """An ``httpx.Client`` for ``server``."""
     import httpx
 
