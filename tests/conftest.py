@@ -97,17 +97,8 @@ def onward_kill_midway() -> KillMidway:
     def kill(src: Path, dst: Path, *extra: str, at: int = 1 << 20) -> int:
         read_end, write_end = os.pipe()
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
-        args: list[str | os.PathLike[str]] = [
-            "copy",
-            "--json",
-            "--chunk-size",
-            "64K",
-            "--checkpoint-bytes",
-            "64K",
-            *extra,
-            src,
-            dst,
-        ]
+        args: list[str | os.PathLike[str]]
+        args = ["copy", "--json", "--chunk-size", "64K", "--checkpoint-bytes", "64K", *extra, src, dst]
         proc = subprocess.Popen(
             [*ONWARD_CLI, *(os.fspath(arg) for arg in args)],
             stdin=subprocess.DEVNULL,

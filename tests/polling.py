@@ -24,13 +24,22 @@ T = TypeVar("T")
 INTERVAL = 0.02  # between two looks: short next to any deadline, long next to one look's cost
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "") -> T:
-    """``predicate()``'s first truthy value, looked for every ``INTERVAL`` s for ``timeout`` s."""
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 30.0,
+    what: str = "",
+    pause: Callable[[], object] | None = None,
+) -> T:
+    """``predicate()``'s first truthy value, looked for every ``INTERVAL`` s (or after each
+    ``pause()``, for a caller that must let something run meanwhile) for ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(INTERVAL)
+        if pause is None:
+            time.sleep(INTERVAL)
+        else:
+            pause()
     return value
 
 
