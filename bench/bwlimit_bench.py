@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 from benchlib import precompile
 
@@ -47,6 +48,7 @@ def main() -> int:
     size, rate = parse_rate(args.size), parse_rate(args.rate)
     print(precompile())
     onward = [sys.executable, "-m", "onward"]
+    tools: dict[str, Callable[[str, str], list[str]]]
     tools = {"onward": lambda s, d: [*onward, "copy", "--bwlimit", args.rate, s, d]}
     if shutil.which("rsync"):
         tools["rsync"] = lambda s, d: ["rsync", f"--bwlimit={args.rate}", s, d]

@@ -37,13 +37,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import browser  # noqa: E402
 from http_servers import free_port, stop_process, wait_for_port  # noqa: E402
 from peers.servers import missing, tus_js_upload  # noqa: E402
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Playwright, Request
 
 MiB = 1 << 20
 CHUNK = 16 * MiB  # the page's (page/src/main.js)
@@ -80,7 +83,7 @@ class Serve:
             if p.is_file():
                 p.unlink()
 
-    def measure(self, upload: Callable[[], None]) -> tuple[float, float]:
+    def measure(self, upload: Callable[[], object]) -> tuple[float, float]:
         cpu = cpu_seconds(self.proc.pid)
         start = time.perf_counter()
         upload()
@@ -88,7 +91,7 @@ class Serve:
 
 
 def page_upload(
-    playwright: Any, serve: Serve, src: Path, profile: Path, checksums: bool
+    playwright: Playwright, serve: Serve, src: Path, profile: Path, checksums: bool
 ) -> Callable[[], None]:
     """A fresh browser on the page, ready; the returned call chooses the file and waits for the end."""
     context = browser.launch(playwright, profile)
@@ -96,7 +99,7 @@ def page_upload(
         context.add_init_script(NO_SUBTLE)
     page = context.pages[0] if context.pages else context.new_page()
     page.goto(serve.origin + "/")
-    sent: list[Any] = []
+    sent: list[Request] = []
     page.on("request", lambda r: sent.append(r) if r.method == "PATCH" else None)
 
     def run() -> None:
@@ -149,6 +152,7 @@ def main() -> int:
                     order = list(results)
                     order = order[run % 3 :] + order[: run % 3]  # who goes first rotates
                     for name in order:
+                        upload: Callable[[], object]
                         if name == "tus-js-client":
                             upload = lambda: tus_js_upload(  # noqa: E731
                                 serve.origin + "/files/", src, "--chunk-size", str(CHUNK), timeout=900

@@ -36,7 +36,7 @@ def force(value: bool | None) -> None:
         delattr(LocalSink, "uncached_readback")
     if value is not None:
         prop = property(lambda self: value, lambda self, _v: None)
-        LocalSink.uncached_readback = prop  # type: ignore[assignment]
+        LocalSink.uncached_readback = prop  # type: ignore[attr-defined]  # stale: gone from LocalSink
 
 
 def read_bytes() -> int:

@@ -194,6 +194,7 @@ class Bench:
         """Kill at 90 % and run again: (seconds of the re-run, bytes it sent again)."""
         self.reset(client, direction)
         cmd = self.command(client, direction, 1)
+        proc: subprocess.Popen[str] | subprocess.Popen[bytes]
         if client == "onward":
             cmd = [c for c in cmd if c != "-q"] + ["--json"]
             # A one-page pipe: the copy blocks on it once full, so it is killed within a few

@@ -84,7 +84,7 @@ class ServerProc:
         self.proc = subprocess.Popen(
             [*argv, "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_for_port(self.port, self.proc)  # type: ignore[arg-type]
+        wait_for_port(self.port, self.proc)
         if not self.sampler.is_alive():
             self.sampler.start()
 

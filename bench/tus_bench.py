@@ -53,7 +53,7 @@ class Server:
     def __init__(self, name: str, argv: list[str], store: Path, port: int, cwd: Path | None = None) -> None:
         self.name, self.store, self.port = name, store, port
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
-        wait_for_port(port, self.proc)  # type: ignore[arg-type]
+        wait_for_port(port, self.proc)
 
     @property
     def url(self) -> str:

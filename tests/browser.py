@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Page, Playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SWITCHES = [
@@ -35,7 +38,7 @@ def missing() -> str | None:
     return None
 
 
-def launch(playwright: Any, profile: Path, *, width: int = 1024, height: int = 768) -> Any:
+def launch(playwright: Playwright, profile: Path, *, width: int = 1024, height: int = 768) -> BrowserContext:
     """A browser context on a new, empty profile directory (its localStorage is the page's
     resume state, so a test gets a clean one)."""
     profile.mkdir(parents=True, exist_ok=False)
@@ -51,7 +54,7 @@ def launch(playwright: Any, profile: Path, *, width: int = 1024, height: int = 7
 class Network:
     """The page's network as DevTools emulates it: an upload rate limit, or offline."""
 
-    def __init__(self, context: Any, page: Any) -> None:
+    def __init__(self, context: BrowserContext, page: Page) -> None:
         self.cdp = context.new_cdp_session(page)
         self.cdp.send("Network.enable")
 
@@ -62,7 +65,7 @@ class Network:
         )
 
 
-def throttle_uploads(context: Any, page: Any, bytes_per_second: int) -> Network:
+def throttle_uploads(context: BrowserContext, page: Page, bytes_per_second: int) -> Network:
     """Limit what the page sends, so a test can act mid-upload."""
     network = Network(context, page)
     network.emulate(upload_rate=bytes_per_second)

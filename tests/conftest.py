@@ -11,17 +11,31 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
+
+if TYPE_CHECKING:
+    import httpx
+
+    from peers.servers import OnwardServer
 
 # --- CLI subprocess fixtures (tests/test_cli.py, tests/test_bad_input.py) -------------------
 
 ONWARD_CLI = [sys.executable, "-m", "onward"]
 
+# What the CLI fixtures hand a test, named for the tests' annotations.
+OnwardCli = Callable[..., subprocess.CompletedProcess[str]]
+ParseEvents = Callable[[str], list[dict[str, Any]]]
+KillMidway = Callable[..., int]
+
+
+class RandomFile(Protocol):
+    def __call__(self, path: Path, size: int, seed: int = 0) -> bytes: ...
+
 
 @pytest.fixture
-def onward_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+def onward_cli() -> OnwardCli:
     """Run the real CLI: ``onward_cli("copy", src, dst, prefix=[...], timeout=30)``."""
 
     def run(
@@ -32,7 +46,7 @@ def onward_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*prefix, *ONWARD_CLI, *map(os.fspath, args)],
+            [*prefix, *ONWARD_CLI, *(os.fspath(arg) for arg in args)],
             stdin=stdin,
             capture_output=True,
             text=True,
@@ -44,7 +58,7 @@ def onward_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 @pytest.fixture
-def onward_random_file() -> Callable[[Path, int], bytes]:
+def onward_random_file() -> RandomFile:
     """Write ``size`` reproducible random bytes to ``path``; returns them."""
 
     def make(path: Path, size: int, seed: int = 0) -> bytes:
@@ -66,12 +80,12 @@ def onward_parse_events(stdout: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def onward_events() -> Callable[[str], list[dict[str, Any]]]:
+def onward_events() -> ParseEvents:
     return onward_parse_events
 
 
 @pytest.fixture
-def onward_kill_midway() -> Callable[..., int]:
+def onward_kill_midway() -> KillMidway:
     """Start ``onward copy --json`` with 64 KiB chunks, each checkpointed, and SIGKILL it
     once ``at`` bytes are committed; returns the committed count last reported.
 
@@ -83,9 +97,10 @@ def onward_kill_midway() -> Callable[..., int]:
     def kill(src: Path, dst: Path, *extra: str, at: int = 1 << 20) -> int:
         read_end, write_end = os.pipe()
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+        args: list[str | os.PathLike[str]]
         args = ["copy", "--json", "--chunk-size", "64K", "--checkpoint-bytes", "64K", *extra, src, dst]
         proc = subprocess.Popen(
-            [*ONWARD_CLI, *map(os.fspath, args)],
+            [*ONWARD_CLI, *(os.fspath(arg) for arg in args)],
             stdin=subprocess.DEVNULL,
             stdout=write_end,
             stderr=subprocess.PIPE,
@@ -152,7 +167,7 @@ def updir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(updir: Path) -> Iterator[Any]:
+def server(updir: Path) -> Iterator[OnwardServer]:
     """``onward serve updir`` on a free port (``peers.servers.OnwardServer``)."""
     from peers.servers import OnwardServer
 
@@ -161,7 +176,7 @@ def server(updir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def client(server: Any) -> Iterator[Any]:
+def client(server: OnwardServer) -> Iterator[httpx.Client]:
     """An ``httpx.Client`` for ``server``."""
     import httpx
 

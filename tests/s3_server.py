@@ -149,5 +149,6 @@ def progress_at(done: int) -> Callable[[dict[str, Any]], bool]:
 
 def done_event(stdout: str) -> dict[str, Any]:
     events = [json.loads(line) for line in stdout.splitlines()]
+    done: dict[str, Any]
     (done,) = [e for e in events if e["event"] == "done"]
     return dict(done)

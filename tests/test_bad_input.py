@@ -15,13 +15,17 @@ import shutil
 import stat
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from onward.core.journal import frames
 from partials import intact_unclaimed
+
+if TYPE_CHECKING:
+    from conftest import KillMidway, OnwardCli, ParseEvents, RandomFile
 
 MiB = 1 << 20
 SIZE = 8 * MiB
@@ -62,7 +66,9 @@ def partial_of(dst: Path) -> Path:
 
 
 @pytest.fixture
-def interrupted(tmp_path: Path, onward_random_file, onward_kill_midway) -> tuple[Path, Path, bytes]:
+def interrupted(
+    tmp_path: Path, onward_random_file: RandomFile, onward_kill_midway: KillMidway
+) -> tuple[Path, Path, bytes]:
     """An 8 MiB copy killed with SIGKILL after 1 MiB was committed: (source, destination, data)."""
     src, dst = tmp_path / "src.bin", tmp_path / "out" / "dst.bin"
     dst.parent.mkdir()
@@ -77,14 +83,14 @@ def interrupted(tmp_path: Path, onward_random_file, onward_kill_midway) -> tuple
 # -- the source --------------------------------------------------------------------------
 
 
-def test_missing_source(tmp_path: Path, onward_cli) -> None:
+def test_missing_source(tmp_path: Path, onward_cli: OnwardCli) -> None:
     before = snapshot(tmp_path)
     proc = onward_cli("copy", tmp_path / "absent", tmp_path / "dst")
     assert_one_error(proc, 1, str(tmp_path / "absent"), "No such file or directory")
     assert snapshot(tmp_path) == before
 
 
-def test_source_is_a_directory(tmp_path: Path, onward_cli) -> None:
+def test_source_is_a_directory(tmp_path: Path, onward_cli: OnwardCli) -> None:
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "file").write_bytes(b"content")
     before = snapshot(tmp_path)
@@ -95,7 +101,7 @@ def test_source_is_a_directory(tmp_path: Path, onward_cli) -> None:
 
 @pytest.mark.parametrize("how", ["same path", "hard link", "symlink"])
 def test_source_and_destination_are_the_same_file(
-    tmp_path: Path, onward_cli, onward_random_file, how: str
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile, how: str
 ) -> None:
     src = tmp_path / "file.bin"
     onward_random_file(src, 100_000)
@@ -111,7 +117,7 @@ def test_source_and_destination_are_the_same_file(
 
 
 def test_copy_into_the_sources_own_directory_is_the_same_file(
-    tmp_path: Path, onward_cli, onward_random_file
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
 ) -> None:
     """``onward copy DIR/file DIR`` lands on DIR/file itself: the same file, refused."""
     src = tmp_path / "file.bin"
@@ -123,7 +129,7 @@ def test_copy_into_the_sources_own_directory_is_the_same_file(
 
 
 def test_source_gone_after_an_interruption_keeps_the_progress(
-    tmp_path: Path, interrupted, onward_cli, onward_events
+    tmp_path: Path, interrupted: tuple[Path, Path, bytes], onward_cli: OnwardCli, onward_events: ParseEvents
 ) -> None:
     src, dst, data = interrupted
     away = tmp_path / "away.bin"
@@ -142,13 +148,13 @@ def test_source_gone_after_an_interruption_keeps_the_progress(
 
 
 @pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
-def test_character_device_source_is_refused(tmp_path: Path, onward_cli, device: str) -> None:
+def test_character_device_source_is_refused(tmp_path: Path, onward_cli: OnwardCli, device: str) -> None:
     proc = onward_cli("copy", device, tmp_path / "dst", timeout=20)
     assert_one_error(proc, 1, device, "device", "regular files only")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_fifo_source_is_refused_without_hanging(tmp_path: Path, onward_cli) -> None:
+def test_fifo_source_is_refused_without_hanging(tmp_path: Path, onward_cli: OnwardCli) -> None:
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     before = snapshot(tmp_path)
@@ -158,7 +164,9 @@ def test_fifo_source_is_refused_without_hanging(tmp_path: Path, onward_cli) -> N
     assert snapshot(tmp_path) == before
 
 
-def test_unreadable_source(tmp_path: Path, onward_cli, onward_random_file, onward_no_dac_prefix) -> None:
+def test_unreadable_source(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile, onward_no_dac_prefix: list[str]
+) -> None:
     src = tmp_path / "secret.bin"
     data = onward_random_file(src, 100_000)
     src.chmod(0)
@@ -177,7 +185,7 @@ def test_unreadable_source(tmp_path: Path, onward_cli, onward_random_file, onwar
 
 @pytest.mark.parametrize("trailing_slash", [False, True])
 def test_destination_directory_missing(
-    tmp_path: Path, onward_cli, onward_random_file, trailing_slash: bool
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile, trailing_slash: bool
 ) -> None:
     src = tmp_path / "file.bin"
     onward_random_file(src, 10_000)
@@ -189,7 +197,9 @@ def test_destination_directory_missing(
     assert snapshot(tmp_path) == before
 
 
-def test_destination_name_taken_by_a_directory(tmp_path: Path, onward_cli, onward_random_file) -> None:
+def test_destination_name_taken_by_a_directory(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
+) -> None:
     """``onward copy file.bin into/`` where ``into/file.bin`` is a directory: not replaced."""
     src = tmp_path / "file.bin"
     onward_random_file(src, 10_000)
@@ -202,7 +212,7 @@ def test_destination_name_taken_by_a_directory(tmp_path: Path, onward_cli, onwar
 
 
 def test_destination_directory_not_writable(
-    tmp_path: Path, onward_cli, onward_random_file, onward_no_dac_prefix
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile, onward_no_dac_prefix: list[str]
 ) -> None:
     src = tmp_path / "file.bin"
     onward_random_file(src, 100_000)
@@ -221,7 +231,11 @@ def test_destination_directory_not_writable(
 
 
 def test_destination_directory_not_writable_at_promotion_keeps_the_finished_partial(
-    tmp_path: Path, interrupted, onward_cli, onward_events, onward_no_dac_prefix
+    tmp_path: Path,
+    interrupted: tuple[Path, Path, bytes],
+    onward_cli: OnwardCli,
+    onward_events: ParseEvents,
+    onward_no_dac_prefix: list[str],
 ) -> None:
     """The partial and journal already exist, so every chunk is copied; only the final
     rename is refused. The error says so, and the re-run promotes without copying again."""
@@ -250,7 +264,7 @@ def test_destination_directory_not_writable_at_promotion_keeps_the_finished_part
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path):
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for the test; skips unless this process may mount one."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs to fill needs root")
@@ -269,7 +283,11 @@ def small_tmpfs(tmp_path: Path):
 
 
 def test_disk_full_says_how_much_more_keeps_progress_and_resumes(
-    tmp_path: Path, small_tmpfs: Path, onward_cli, onward_random_file, onward_events
+    tmp_path: Path,
+    small_tmpfs: Path,
+    onward_cli: OnwardCli,
+    onward_random_file: RandomFile,
+    onward_events: ParseEvents,
 ) -> None:
     size, capacity = 5 * MiB, 2 * MiB
     src = tmp_path / "big.bin"
@@ -313,6 +331,7 @@ def intact_chunks(data: bytes, partial: Path) -> int:
 
 
 def header_end(journal: bytes) -> int:
+    length: int
     (length,) = struct.unpack_from("<I", journal, PREAMBLE)
     return PREAMBLE + 5 + length + 4
 
@@ -338,7 +357,7 @@ def garble(raw: bytes, how: str) -> bytes:
     "how", ["zeroed", "random", "3-bytes", "cut-in-preamble", "cut-in-header", "header-crc"]
 )
 def test_garbled_journal_is_set_aside_and_the_same_command_finishes(
-    interrupted, onward_cli, onward_events, how: str
+    interrupted: tuple[Path, Path, bytes], onward_cli: OnwardCli, onward_events: ParseEvents, how: str
 ) -> None:
     """A cron job never needs a human to type --restart because a sidecar was damaged: the
     journal goes to NAME.bad with one notice, the partial's chunks that still equal the source
@@ -363,7 +382,7 @@ def test_garbled_journal_is_set_aside_and_the_same_command_finishes(
 
 
 def test_journal_cut_in_its_chunk_records_is_a_torn_tail_and_resumes(
-    tmp_path: Path, interrupted, onward_cli, onward_events
+    tmp_path: Path, interrupted: tuple[Path, Path, bytes], onward_cli: OnwardCli, onward_events: ParseEvents
 ) -> None:
     src, dst, data = interrupted
     journal = journal_of(dst)
@@ -387,7 +406,10 @@ def test_journal_cut_in_its_chunk_records_is_a_torn_tail_and_resumes(
 
 
 def test_journal_of_a_copy_from_another_source_is_refused(
-    tmp_path: Path, interrupted, onward_cli, onward_random_file
+    tmp_path: Path,
+    interrupted: tuple[Path, Path, bytes],
+    onward_cli: OnwardCli,
+    onward_random_file: RandomFile,
 ) -> None:
     src, dst, _ = interrupted
     other = tmp_path / "other.bin"
@@ -399,7 +421,9 @@ def test_journal_of_a_copy_from_another_source_is_refused(
     assert snapshot(tmp_path) == before
 
 
-def test_journal_of_a_copy_to_another_destination_is_refused(tmp_path: Path, interrupted, onward_cli) -> None:
+def test_journal_of_a_copy_to_another_destination_is_refused(
+    tmp_path: Path, interrupted: tuple[Path, Path, bytes], onward_cli: OnwardCli
+) -> None:
     src, dst, _ = interrupted
     moved = dst.with_name("moved.bin")
     partial_of(dst).rename(partial_of(moved))
@@ -410,7 +434,9 @@ def test_journal_of_a_copy_to_another_destination_is_refused(tmp_path: Path, int
     assert snapshot(tmp_path) == before
 
 
-def test_journal_written_by_a_newer_format_is_refused(tmp_path: Path, interrupted, onward_cli) -> None:
+def test_journal_written_by_a_newer_format_is_refused(
+    tmp_path: Path, interrupted: tuple[Path, Path, bytes], onward_cli: OnwardCli
+) -> None:
     src, dst, _ = interrupted
     journal = journal_of(dst)
     raw = bytearray(journal.read_bytes())
@@ -426,7 +452,7 @@ def test_journal_written_by_a_newer_format_is_refused(tmp_path: Path, interrupte
 
 
 def test_partial_deleted_behind_the_journal_still_ends_identical(
-    interrupted, onward_cli, onward_events
+    interrupted: tuple[Path, Path, bytes], onward_cli: OnwardCli, onward_events: ParseEvents
 ) -> None:
     src, dst, data = interrupted
     partial_of(dst).unlink()
@@ -441,7 +467,7 @@ def test_partial_deleted_behind_the_journal_still_ends_identical(
 
 
 def test_partial_truncated_behind_the_journal_recopies_the_missing_chunks(
-    interrupted, onward_cli, onward_events
+    interrupted: tuple[Path, Path, bytes], onward_cli: OnwardCli, onward_events: ParseEvents
 ) -> None:
     src, dst, data = interrupted
     cut = 3 * CHUNK + 100
@@ -460,7 +486,9 @@ def test_partial_truncated_behind_the_journal_recopies_the_missing_chunks(
 # -- the command line --------------------------------------------------------------------
 
 
-def test_unknown_option_is_a_usage_error(tmp_path: Path, onward_cli, onward_random_file) -> None:
+def test_unknown_option_is_a_usage_error(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
+) -> None:
     src = tmp_path / "file.bin"
     onward_random_file(src, 1000)
     before = snapshot(tmp_path)
@@ -483,7 +511,11 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path, onward_cli, onward_rand
     ],
 )
 def test_bad_option_value_is_a_usage_error(
-    tmp_path: Path, onward_cli, onward_random_file, args: tuple[str, ...], needles: tuple[str, ...]
+    tmp_path: Path,
+    onward_cli: OnwardCli,
+    onward_random_file: RandomFile,
+    args: tuple[str, ...],
+    needles: tuple[str, ...],
 ) -> None:
     src = tmp_path / "file.bin"
     onward_random_file(src, 1000)
@@ -493,7 +525,9 @@ def test_bad_option_value_is_a_usage_error(
     assert snapshot(tmp_path) == before
 
 
-def test_copy_with_only_one_path_is_a_usage_error(tmp_path: Path, onward_cli, onward_random_file) -> None:
+def test_copy_with_only_one_path_is_a_usage_error(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
+) -> None:
     src = tmp_path / "file.bin"
     onward_random_file(src, 1000)
     before = snapshot(tmp_path)
@@ -502,13 +536,13 @@ def test_copy_with_only_one_path_is_a_usage_error(tmp_path: Path, onward_cli, on
     assert snapshot(tmp_path) == before
 
 
-def test_copy_with_no_path_is_a_usage_error(tmp_path: Path, onward_cli) -> None:
+def test_copy_with_no_path_is_a_usage_error(tmp_path: Path, onward_cli: OnwardCli) -> None:
     proc = onward_cli("copy", cwd=tmp_path)
     assert_one_error(proc, 2, "copy needs a source and a destination", "onward copy SRC [SRC...] DST")
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unknown_command_is_a_usage_error(tmp_path: Path, onward_cli) -> None:
+def test_unknown_command_is_a_usage_error(tmp_path: Path, onward_cli: OnwardCli) -> None:
     proc = onward_cli("frobnicate", cwd=tmp_path)
     assert_one_error(proc, 2, "frobnicate", "invalid choice")
     assert list(tmp_path.iterdir()) == []
@@ -516,7 +550,7 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path, onward_cli) -> None:
 
 @pytest.mark.parametrize("target", ["a file", "missing"])
 def test_several_sources_into_a_non_directory(
-    tmp_path: Path, onward_cli, onward_random_file, target: str
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile, target: str
 ) -> None:
     one, two = tmp_path / "one.bin", tmp_path / "two.bin"
     onward_random_file(one, 1000)

@@ -13,12 +13,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from onward import __version__
 from onward.core.journal import decode
 from partials import intact_unclaimed
+
+if TYPE_CHECKING:
+    from conftest import KillMidway, OnwardCli, ParseEvents, RandomFile
 
 MiB = 1 << 20
 SIZE = 8 * MiB
@@ -41,7 +45,9 @@ def current_umask() -> int:
 
 
 @pytest.fixture
-def interrupted(tmp_path: Path, onward_random_file, onward_kill_midway) -> tuple[Path, Path, bytes, int]:
+def interrupted(
+    tmp_path: Path, onward_random_file: RandomFile, onward_kill_midway: KillMidway
+) -> tuple[Path, Path, bytes, int]:
     """An 8 MiB copy killed with SIGKILL after 1 MiB was committed:
     (source, destination, data, bytes committed as last reported)."""
     src, dst = tmp_path / "src.bin", tmp_path / "out" / "dst.bin"
@@ -60,13 +66,13 @@ def finished(dst: Path) -> bool:
 # -- help and version ---------------------------------------------------------------------
 
 
-def test_version(onward_cli) -> None:
+def test_version(onward_cli: OnwardCli) -> None:
     proc = onward_cli("--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"onward {__version__}\n"
 
 
-def test_help(onward_cli) -> None:
+def test_help(onward_cli: OnwardCli) -> None:
     proc = onward_cli("--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: onward")
@@ -74,7 +80,7 @@ def test_help(onward_cli) -> None:
         assert word in proc.stdout
 
 
-def test_copy_help(onward_cli) -> None:
+def test_copy_help(onward_cli: OnwardCli) -> None:
     proc = onward_cli("copy", "--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: onward copy")
@@ -83,7 +89,7 @@ def test_copy_help(onward_cli) -> None:
         assert option in proc.stdout
 
 
-def test_no_arguments_prints_usage_and_exits_2(onward_cli) -> None:
+def test_no_arguments_prints_usage_and_exits_2(onward_cli: OnwardCli) -> None:
     proc = onward_cli()
     assert proc.returncode == 2
     assert "usage: onward" in proc.stderr
@@ -94,7 +100,9 @@ def test_no_arguments_prints_usage_and_exits_2(onward_cli) -> None:
 # -- where copies land -------------------------------------------------------------------
 
 
-def test_copy_into_an_existing_directory(tmp_path: Path, onward_cli, onward_random_file) -> None:
+def test_copy_into_an_existing_directory(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
+) -> None:
     src = tmp_path / "file.bin"
     data = onward_random_file(src, 3 * MiB + 7)
     into = tmp_path / "into"
@@ -105,7 +113,9 @@ def test_copy_into_an_existing_directory(tmp_path: Path, onward_cli, onward_rand
     assert sorted(p.name for p in into.iterdir()) == ["file.bin"]
 
 
-def test_several_sources_into_a_directory(tmp_path: Path, onward_cli, onward_random_file) -> None:
+def test_several_sources_into_a_directory(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
+) -> None:
     sources = {f"f{i}.bin": onward_random_file(tmp_path / f"f{i}.bin", 100_000 * i) for i in range(3)}
     into = tmp_path / "into"
     into.mkdir()
@@ -117,7 +127,7 @@ def test_several_sources_into_a_directory(tmp_path: Path, onward_cli, onward_ran
 
 
 def test_options_may_come_between_sources_and_destination(
-    tmp_path: Path, onward_cli, onward_random_file, onward_events
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile, onward_events: ParseEvents
 ) -> None:
     sources = [tmp_path / "a.bin", tmp_path / "b.bin"]
     data = [onward_random_file(path, 200_000) for path in sources]
@@ -130,7 +140,9 @@ def test_options_may_come_between_sources_and_destination(
     assert [e["chunk_size"] for e in starts] == [65536, 65536]  # the options applied to both
 
 
-def test_double_dash_ends_the_options(tmp_path: Path, onward_cli, onward_random_file) -> None:
+def test_double_dash_ends_the_options(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
+) -> None:
     data = onward_random_file(tmp_path / "-dash", 100_000)
     proc = onward_cli("copy", "--", "-dash", "-out", cwd=tmp_path)  # as cp -- -dash -out
     assert proc.returncode == 0, proc.stderr
@@ -140,7 +152,7 @@ def test_double_dash_ends_the_options(tmp_path: Path, onward_cli, onward_random_
     assert (tmp_path / "-out2").read_bytes() == data
 
 
-def test_an_unknown_flag_points_to_the_verbs_own_help(tmp_path: Path, onward_cli) -> None:
+def test_an_unknown_flag_points_to_the_verbs_own_help(tmp_path: Path, onward_cli: OnwardCli) -> None:
     proc = onward_cli("copy", "--no-such-flag", tmp_path / "a", tmp_path / "b")
     assert proc.returncode == 2
     assert proc.stderr == "onward: unrecognized arguments: --no-such-flag (see 'onward copy --help')\n"
@@ -149,7 +161,7 @@ def test_an_unknown_flag_points_to_the_verbs_own_help(tmp_path: Path, onward_cli
 
 
 def test_capital_p_shows_progress_as_rsync_users_type_it(
-    tmp_path: Path, onward_cli, onward_random_file
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
 ) -> None:
     onward_random_file(tmp_path / "a.bin", 3 * MiB)
     proc = onward_cli("copy", "-P", tmp_path / "a.bin", tmp_path / "b.bin")
@@ -157,7 +169,7 @@ def test_capital_p_shows_progress_as_rsync_users_type_it(
     assert "3.0 MiB of 3.0 MiB (100%)" in proc.stderr
 
 
-def test_a_closed_stdout_does_not_stop_the_copy(tmp_path: Path, onward_random_file) -> None:
+def test_a_closed_stdout_does_not_stop_the_copy(tmp_path: Path, onward_random_file: RandomFile) -> None:
     data = onward_random_file(tmp_path / "a.bin", 32 * MiB)
     reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert reader.stdin is not None
@@ -180,7 +192,9 @@ def test_a_closed_stdout_does_not_stop_the_copy(tmp_path: Path, onward_random_fi
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
 
 
-def test_expect_digest_and_the_old_checksum_spelling(tmp_path: Path, onward_cli, onward_random_file) -> None:
+def test_expect_digest_and_the_old_checksum_spelling(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
+) -> None:
     import hashlib
 
     data = onward_random_file(tmp_path / "a.bin", 100_000)
@@ -196,7 +210,7 @@ def test_expect_digest_and_the_old_checksum_spelling(tmp_path: Path, onward_cli,
 
 
 def test_dry_run_of_a_file_says_copy_or_resume_and_writes_nothing(
-    interrupted, onward_cli, onward_events
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli, onward_events: ParseEvents
 ) -> None:
     src, dst, _, committed = interrupted
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in dst.parent.iterdir())
@@ -212,7 +226,7 @@ def test_dry_run_of_a_file_says_copy_or_resume_and_writes_nothing(
     assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in dst.parent.iterdir()) == listing
 
 
-def test_dry_run_of_a_download_or_an_upload_sends_nothing(tmp_path: Path, onward_cli) -> None:
+def test_dry_run_of_a_download_or_an_upload_sends_nothing(tmp_path: Path, onward_cli: OnwardCli) -> None:
     import socket
 
     (tmp_path / "a.bin").write_bytes(b"a" * 1000)
@@ -229,7 +243,7 @@ def test_dry_run_of_a_download_or_an_upload_sends_nothing(tmp_path: Path, onward
 
 
 def test_bandwidth_limits_are_taken_as_rsync_and_curl_write_them(
-    tmp_path: Path, onward_cli, onward_random_file
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile
 ) -> None:
     data = onward_random_file(tmp_path / "a.bin", 2 * MiB)
     for flag, value in (("--bwlimit", "1G"), ("--bwlimit", "1048576"), ("--limit-rate", "1000000000")):
@@ -259,7 +273,12 @@ def test_bandwidth_limits_are_taken_as_rsync_and_curl_write_them(
     ],
 )
 def test_mode_and_mtime_preserved_unless_told_not_to(
-    tmp_path: Path, onward_cli, onward_random_file, flag: str | None, keeps_mode: bool, keeps_times: bool
+    tmp_path: Path,
+    onward_cli: OnwardCli,
+    onward_random_file: RandomFile,
+    flag: str | None,
+    keeps_mode: bool,
+    keeps_times: bool,
 ) -> None:
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     data = onward_random_file(src, 300_000)
@@ -285,7 +304,7 @@ def test_mode_and_mtime_preserved_unless_told_not_to(
 
 
 def test_existing_destination_is_replaced_only_at_the_end(
-    tmp_path: Path, onward_cli, onward_random_file, onward_kill_midway
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile, onward_kill_midway: KillMidway
 ) -> None:
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     data = onward_random_file(src, SIZE)
@@ -299,7 +318,9 @@ def test_existing_destination_is_replaced_only_at_the_end(
     assert finished(dst)
 
 
-def test_json_fresh_copy(tmp_path: Path, onward_cli, onward_random_file, onward_events) -> None:
+def test_json_fresh_copy(
+    tmp_path: Path, onward_cli: OnwardCli, onward_random_file: RandomFile, onward_events: ParseEvents
+) -> None:
     src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
     data = onward_random_file(src, 3 * MiB + 12_345)
     proc = onward_cli("copy", "--json", "--chunk-size", "256K", "--checkpoint-bytes", "1M", src, dst)
@@ -318,7 +339,9 @@ def test_json_fresh_copy(tmp_path: Path, onward_cli, onward_random_file, onward_
     assert dst.read_bytes() == data
 
 
-def test_json_resume_after_kill(interrupted, onward_cli, onward_events) -> None:
+def test_json_resume_after_kill(
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli, onward_events: ParseEvents
+) -> None:
     src, dst, data, committed = interrupted
     proc = onward_cli("copy", "--json", src, dst)
     assert proc.returncode == 0, proc.stderr
@@ -335,7 +358,9 @@ def test_json_resume_after_kill(interrupted, onward_cli, onward_events) -> None:
     assert finished(dst)
 
 
-def test_restart_discards_the_partial(interrupted, onward_cli, onward_events) -> None:
+def test_restart_discards_the_partial(
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli, onward_events: ParseEvents
+) -> None:
     src, dst, data, _ = interrupted
     proc = onward_cli("copy", "--json", "--restart", src, dst)
     assert proc.returncode == 0, proc.stderr
@@ -348,7 +373,7 @@ def test_restart_discards_the_partial(interrupted, onward_cli, onward_events) ->
 
 @pytest.mark.parametrize("output", ["text", "json"])
 def test_changed_source_between_runs_is_not_stitched(
-    interrupted, onward_cli, onward_events, output: str
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli, onward_events: ParseEvents, output: str
 ) -> None:
     src, dst, data, committed = interrupted
     changed = bytearray(data)
@@ -374,7 +399,9 @@ def test_changed_source_between_runs_is_not_stitched(
 
 
 @pytest.mark.parametrize("verify", ["fast", "full"])
-def test_damaged_partial_is_repaired(interrupted, onward_cli, onward_events, verify: str) -> None:
+def test_damaged_partial_is_repaired(
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli, onward_events: ParseEvents, verify: str
+) -> None:
     """A resume re-checks the last committed chunks (where a crash does its damage); --verify
     full re-checks every one. (Chunks were read back from the device after their sync.)"""
     src, dst, data, committed = interrupted
@@ -397,7 +424,9 @@ def test_damaged_partial_is_repaired(interrupted, onward_cli, onward_events, ver
 # -- status and clean --------------------------------------------------------------------
 
 
-def test_status_lists_the_unfinished_copy(interrupted, onward_cli) -> None:
+def test_status_lists_the_unfinished_copy(
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli
+) -> None:
     src, dst, _, committed = interrupted
     proc = onward_cli("status", dst.parent)
     assert proc.returncode == 0, proc.stderr
@@ -410,13 +439,15 @@ def test_status_lists_the_unfinished_copy(interrupted, onward_cli) -> None:
     assert f"{percent:.1f}%" in lines[0]
 
 
-def status_json(onward_cli, path: Path) -> list[dict[str, object]]:
+def status_json(onward_cli: OnwardCli, path: Path) -> list[dict[str, Any]]:
     proc = onward_cli("status", "--json", path)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
-def test_status_json(interrupted, onward_cli, onward_events) -> None:
+def test_status_json(
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli, onward_events: ParseEvents
+) -> None:
     src, dst, data, committed = interrupted
     [item] = status_json(onward_cli, dst.parent)
     assert item["source"] == str(src)
@@ -436,7 +467,9 @@ def test_status_json(interrupted, onward_cli, onward_events) -> None:
     assert status_json(onward_cli, dst.parent) == []
 
 
-def test_clean_yes_removes_partial_and_journal(interrupted, onward_cli) -> None:
+def test_clean_yes_removes_partial_and_journal(
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli
+) -> None:
     src, dst, data, _ = interrupted
     proc = onward_cli("clean", dst.parent, "--yes")
     assert proc.returncode == 0, proc.stderr
@@ -446,7 +479,9 @@ def test_clean_yes_removes_partial_and_journal(interrupted, onward_cli) -> None:
     assert "no unfinished copies" in onward_cli("status", dst.parent).stdout
 
 
-def test_clean_json_reports_the_bytes_freed(interrupted, onward_cli, onward_events) -> None:
+def test_clean_json_reports_the_bytes_freed(
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli, onward_events: ParseEvents
+) -> None:
     _, dst, _, _ = interrupted
     size = partial_of(dst).stat().st_size + journal_of(dst).stat().st_size
     proc = onward_cli("clean", "--json", "--yes", dst.parent)
@@ -456,7 +491,9 @@ def test_clean_json_reports_the_bytes_freed(interrupted, onward_cli, onward_even
     assert not partial_of(dst).exists() and not journal_of(dst).exists()
 
 
-def test_clean_without_a_terminal_refuses_and_removes_nothing(interrupted, onward_cli) -> None:
+def test_clean_without_a_terminal_refuses_and_removes_nothing(
+    interrupted: tuple[Path, Path, bytes, int], onward_cli: OnwardCli
+) -> None:
     _, dst, _, _ = interrupted
     before = {p: p.read_bytes() for p in (partial_of(dst), journal_of(dst))}
     proc = onward_cli("clean", dst.parent)  # stdin is /dev/null: nobody to ask
@@ -467,7 +504,7 @@ def test_clean_without_a_terminal_refuses_and_removes_nothing(interrupted, onwar
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_serve_help_says_the_completion_command_runs_without_a_shell(onward_cli) -> None:
+def test_serve_help_says_the_completion_command_runs_without_a_shell(onward_cli: OnwardCli) -> None:
     proc = onward_cli("serve", "--help")
     assert proc.returncode == 0, proc.stderr
     assert "runs without a shell: no pipes, redirections or variables" in " ".join(proc.stdout.split())

@@ -22,6 +22,7 @@ def test_identity_matches_only_itself() -> None:
 
 def test_identity_json_round_trip_and_rejects_garbage() -> None:
     assert Identity.from_json(BASE.to_json()) == BASE
+    bad: object
     for bad in (
         None,
         [],

@@ -8,10 +8,14 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from http_servers import Nginx, nginx_binary
+
+if TYPE_CHECKING:
+    from conftest import KillMidway, OnwardCli, ParseEvents
 
 MiB = 1 << 20
 SIZE = 4 * MiB
@@ -33,9 +37,9 @@ def test_a_download_damaged_between_runs_is_repaired_by_the_resume(
     nginx: Nginx,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    onward_kill_midway,
-    onward_cli,
-    onward_events,
+    onward_kill_midway: KillMidway,
+    onward_cli: OnwardCli,
+    onward_events: ParseEvents,
     damage: str,
 ) -> None:
     for name in [k for k in os.environ if "proxy" in k.lower()]:  # requests go to 127.0.0.1 only

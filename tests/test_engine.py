@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from typing import Literal
 
 import pytest
 
@@ -173,9 +174,14 @@ def test_damage_before_the_read_back_is_never_claimed_and_is_copied_again() -> N
     _, sink, journal, events, transfer = make(data, checkpoint_bytes=3 * CHUNK)
     # Chunk 1 is damaged after it was written but before its checkpoint reads it back.
     state = scribble_on_chunk(sink, victim=1, when_writing=2)
-    appended = []
+    appended: list[bytes] = []
     original = journal.append
-    journal.append = lambda blob: (appended.append(blob), original(blob))[1]  # type: ignore[method-assign]
+
+    def append(data: bytes) -> None:
+        appended.append(data)
+        original(data)
+
+    journal.append = append  # type: ignore[method-assign]
     transfer.run()
     assert state["done"] and sink.final == data
     assert CHUNK not in chunks_in(appended[0])  # the first checkpoint did not claim chunk 1
@@ -255,7 +261,9 @@ def test_full_verification_rereads_chunks_from_an_earlier_run() -> None:
 
 
 @pytest.mark.parametrize("verify", ["fast", "full"])
-def test_a_resume_keeps_the_journals_chunk_size_whatever_this_run_asks(verify: str) -> None:
+def test_a_resume_keeps_the_journals_chunk_size_whatever_this_run_asks(
+    verify: Literal["none", "fast", "full"],
+) -> None:
     """A copy begun with ``--chunk-size 8K`` and resumed without it: chunks are checked at the
     journal's size (they once were read into a buffer of this run's size, all came back short
     and "damaged", and the copy failed after three rounds)."""

@@ -51,9 +51,11 @@ def blob(size: int, seed: object) -> bytes:
     return random.Random(f"{seed}:{size}").randbytes(size)
 
 
-def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 60) -> Any:
+def run(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*ONWARD, *map(os.fspath, args)],
+        [*ONWARD, *(os.fspath(arg) for arg in args)],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -91,7 +93,7 @@ def finished(dst: Path, data: bytes) -> bool:
     return dst.read_bytes() == data and not partial_of(dst).exists() and not journal_of(dst).exists()
 
 
-def error_line(proc: Any, code: int, *needles: str) -> str:
+def error_line(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
     """The exit code, no traceback, and a last stderr line ``onward: ...`` with every needle."""
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     assert proc.returncode == code, f"exit {proc.returncode}: {proc.stderr!r}"
@@ -640,7 +642,8 @@ def test_server_digest_is_checked_before_promotion(tmp_path: Path, header: str, 
         if header == "repr_digest"
         else f"SHA-256={sri('sha256', signed)}"
     )
-    with Misbehaving(data, Behaviour(**{header: value})) as server:
+    signature: dict[str, Any] = {header: value}
+    with Misbehaving(data, Behaviour(**signature)) as server:
         proc = run("copy", server.url, tmp_path / "f")
     if good:
         assert proc.returncode == 0, proc.stderr

@@ -255,7 +255,7 @@ def test_retry_after_an_expired_signed_url_starts_from_the_users_url(
 
 # -- 6. bodies without a length ------------------------------------------------------------------
 
-FRAMINGS = {"chunked": {"chunked": True}, "close-delimited": {"no_length": True}}
+FRAMINGS: dict[str, dict[str, Any]] = {"chunked": {"chunked": True}, "close-delimited": {"no_length": True}}
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)

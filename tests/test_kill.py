@@ -302,6 +302,7 @@ def kill_cycle(
     assert mismatch is None, f"resumed copy differs ({mismatch}): {context}"
     assert sorted(os.listdir(dst_dir)) == ["copy"], f"left behind: {sorted(os.listdir(dst_dir))}: {context}"
     if attempt > 0:
+        assert held_at_kill is not None  # every killed attempt set it
         done = run.last("done")
         assert done is not None, context
         assert done["resumed_from"] >= committed_at_kill, f"a reported checkpoint was lost: {context}"
@@ -384,7 +385,7 @@ def test_ctrl_c_and_sigterm_exit_130_at_once_and_the_rerun_resumes(
                 while b'"event": "start"' not in out.read_bytes() and proc.poll() is None:
                     assert time.monotonic() < deadline, "no start event"
                     time.sleep(0.001)
-                time.sleep(rng.uniform(0.0, 0.03))
+                time.sleep(rng.uniform(0.0, 0.03))  # a random moment for the signal, not a wait
                 sent = time.monotonic()
                 proc.send_signal(signum)
                 rc = proc.wait(timeout=30)

@@ -17,16 +17,19 @@ import hashlib
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 import browser
 from peers.servers import OnwardServer
+from polling import wait_until
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page, Playwright, Request
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "src" / "onward" / "server" / "static"
@@ -49,28 +52,20 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, pause: Callable[[], object]) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        pause()
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 class Session:
     """One page of the server in a fresh headless Chromium, with every request it made."""
 
-    def __init__(self, playwright: Any, server: OnwardServer, profile: Path, width: int = 1024) -> None:
+    def __init__(
+        self, playwright: Playwright, server: OnwardServer, profile: Path, width: int = 1024
+    ) -> None:
         self.server = server
         self.context = browser.launch(playwright, profile, width=width)
-        self.requests: list[Any] = []
+        self.requests: list[Request] = []
         self.errors: list[str] = []
         self.page = self.watched(self.context.pages[0] if self.context.pages else self.context.new_page())
         self.page.goto(server.origin + "/")
 
-    def watched(self, page: Any) -> Any:
+    def watched(self, page: Page) -> Page:
         page.on("request", lambda r: self.requests.append(r))
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
@@ -86,7 +81,7 @@ class Session:
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
         """Poll ``check`` until it is true, letting Playwright deliver the page's events meanwhile
         (a plain sleep would hold them back: the sync API dispatches only inside its own calls)."""
-        return wait_for(what, check, timeout, lambda: self.page.wait_for_timeout(50))
+        return wait_until(check, timeout, what, pause=lambda: self.page.wait_for_timeout(50))
 
     def choose(self, *files: Path) -> None:
         self.page.set_input_files("#files", [str(f) for f in files])
@@ -102,7 +97,7 @@ class Session:
     def finished_ids(self) -> list[str]:
         return [str(t) for t in self.page.locator("#done code").all_inner_texts()]
 
-    def patches(self, since: int = 0) -> list[tuple[int, Any]]:
+    def patches(self, since: int = 0) -> list[tuple[int, Request]]:
         return [(int(r.headers["upload-offset"]), r) for r in self.requests[since:] if r.method == "PATCH"]
 
     def start_slowly(self, src: Path) -> str:
@@ -157,7 +152,7 @@ def updir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def playwright() -> Iterator[Any]:
+def playwright() -> Iterator[Playwright]:
     if browser.missing() is not None:
         pytest.skip(str(browser.missing()))
     from playwright.sync_api import sync_playwright
@@ -167,7 +162,7 @@ def playwright() -> Iterator[Any]:
 
 
 @pytest.fixture
-def session(playwright: Any, tmp_path: Path, updir: Path) -> Iterator[Session]:
+def session(playwright: Playwright, tmp_path: Path, updir: Path) -> Iterator[Session]:
     with OnwardServer(updir, "--page-title", "Footage <drop> & co").start() as server:
         s = Session(playwright, server, tmp_path / "profile")
         try:
@@ -234,7 +229,9 @@ def test_shipped_bundle_is_what_the_lock_file_builds(tmp_path: Path) -> None:
 
 
 @needs_browser
-def test_two_64mib_files_arrive_intact(session: Session, tmp_path: Path, capsys: Any) -> None:
+def test_two_64mib_files_arrive_intact(
+    session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = [random_file(tmp_path / f"take{i}.mov", 64 * MiB, seed=i) for i in (1, 2)]
     browser.throttle_uploads(session.context, session.page, 48 * MiB)  # slow enough to be seen
     session.choose(*files)
@@ -329,7 +326,9 @@ def test_network_dropped_mid_upload_page_resumes_by_itself_when_it_is_back(
 
 
 @needs_browser
-def test_wrong_or_missing_token_shows_a_clear_message(playwright: Any, tmp_path: Path, updir: Path) -> None:
+def test_wrong_or_missing_token_shows_a_clear_message(
+    playwright: Playwright, tmp_path: Path, updir: Path
+) -> None:
     src = random_file(tmp_path / "notes.bin", 1 * MiB, seed=5)
     with OnwardServer(updir, "--token", "s3cret-token").start() as server:
         s = Session(playwright, server, tmp_path / "profile")
@@ -361,7 +360,7 @@ def test_wrong_or_missing_token_shows_a_clear_message(playwright: Any, tmp_path:
 
 
 @needs_browser
-def test_keyboard_pause_and_resume_at_320_px(playwright: Any, tmp_path: Path, updir: Path) -> None:
+def test_keyboard_pause_and_resume_at_320_px(playwright: Playwright, tmp_path: Path, updir: Path) -> None:
     src = random_file(tmp_path / "archive.tar", 48 * MiB, seed=7)
     with OnwardServer(updir).start() as server:
         s = Session(playwright, server, tmp_path / "profile", width=320)
@@ -403,7 +402,7 @@ def test_build_page_script_and_lock_are_in_the_repository() -> None:
 
 @needs_browser
 def test_each_failure_gets_its_own_message_and_the_other_files_go_on(
-    playwright: Any, tmp_path: Path, updir: Path
+    playwright: Playwright, tmp_path: Path, updir: Path
 ) -> None:
     small = random_file(tmp_path / "small.bin", 1 * MiB, seed=8)
     big = random_file(tmp_path / "big.bin", 3 * MiB, seed=9)
@@ -424,7 +423,7 @@ def test_each_failure_gets_its_own_message_and_the_other_files_go_on(
 
 
 @needs_browser
-def test_page_makes_no_request_to_another_origin(playwright: Any, tmp_path: Path, updir: Path) -> None:
+def test_page_makes_no_request_to_another_origin(playwright: Playwright, tmp_path: Path, updir: Path) -> None:
     """Every request the page makes, from loading to a finished upload, goes to the server's own
     origin, and every one of them succeeds (no script, style or font from a CDN)."""
     src = random_file(tmp_path / "photo.raw", 2 * MiB, seed=10)

@@ -24,6 +24,7 @@ import pytest
 
 from http_servers import HOST
 from peers.servers import OnwardServer
+from polling import read_by_peer, wait_until
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
@@ -478,7 +479,7 @@ def test_a_second_patch_ends_the_stale_one(server: OnwardServer, client: httpx.C
     location = create(client, len(payload))
     stale = open_patch(server.port, location, 0, len(payload), payload[:100_000])
     try:
-        time.sleep(1.0)  # the server has taken those bytes
+        wait_until(lambda: read_by_peer(stale), what="the server has taken those bytes")
         second = client.patch(location, headers={**OCTETS, "Upload-Offset": "0"}, content=payload)
         # The stale request was ended and what it delivered kept, so offset 0 is now wrong.
         assert second.status_code == 409 and second.headers["upload-offset"] == "100000"
@@ -511,9 +512,12 @@ def test_sigkill_mid_upload_then_restart_reports_the_durable_offset(updir: Path)
             location = create(c, len(payload))
         uid = upload_id(location)
         sock = open_patch(srv.port, location, 0, len(payload), payload[: 3 << 20])
-        time.sleep(1.3)  # older than the 1 s checkpoint interval ...
+        info = updir / STAGING / f"{uid}.info"
+        # Pacing, the behaviour under test: blocks older than the 1 s checkpoint interval ...
+        time.sleep(1.3)
+        recorded = info.stat().st_size
         sock.sendall(payload[3 << 20 : 5 << 20])  # ... so the next block is checkpointed
-        time.sleep(0.5)
+        wait_until(lambda: info.stat().st_size > recorded, what="a checkpoint inside the request")
         srv.kill()
         sock.close()
         part = (updir / STAGING / f"{uid}.part").read_bytes()

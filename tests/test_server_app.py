@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from onward.server import AuthRequest, FinishedUpload, create_app
 from onward.server.headers import Reject, parse_concat, parse_metadata, parse_sf_boolean, valid_id
 from onward.server.store import Store
+from polling import async_wait_until
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
@@ -115,10 +117,7 @@ def test_a_hook_missed_by_a_crash_runs_at_the_next_start(tmp_path: Path) -> None
 
     async def wait(c: httpx.AsyncClient) -> None:
         await c.options("/files/")  # starts the app
-        for _ in range(100):
-            if seen:
-                return
-            await asyncio.sleep(0.02)
+        await async_wait_until(lambda: seen, timeout=10, what="the hook of the unhooked upload")
 
     run(second, wait)
     assert [f.id for f in seen] == [upload_id]
@@ -144,8 +143,11 @@ def test_a_request_that_will_not_let_go_makes_the_next_one_423(tmp_path: Path) -
     """The holder is inside the completion hook (not waiting for body bytes), so it cannot be
     ended; the next request on the upload waits ``lock_wait`` and gets 423 Locked."""
 
+    entered = threading.Event()
+
     def slow_hook(upload: FinishedUpload) -> None:
-        time.sleep(1.0)
+        entered.set()
+        time.sleep(1.0)  # a hook that stalls: the behaviour under test
 
     app = create_app(tmp_path, on_complete=slow_hook, lock_wait=0.2)
 
@@ -154,7 +156,7 @@ def test_a_request_that_will_not_let_go_makes_the_next_one_423(tmp_path: Path) -
         finishing = asyncio.ensure_future(
             c.patch(location, headers={**OCTETS, "Upload-Offset": "0"}, content=b"abc")
         )
-        await asyncio.sleep(0.3)
+        await async_wait_until(entered.is_set, what="the hook is running")
         locked = await c.head(location, headers=TUS)
         assert locked.status_code == 423
         assert (await finishing).status_code == 204

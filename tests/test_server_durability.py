@@ -97,7 +97,7 @@ def test_no_offset_is_recorded_before_its_data_is_synced(tmp_path: Path) -> None
     updir = tmp_path / "uploads"
     updir.mkdir()
     log = tmp_path / "strace.log"
-    trace = ("strace", "-f", "-ttt", "-T", "-xx", "-y", "-s", "256", "-o", str(log))
+    trace: tuple[str, ...] = ("strace", "-f", "-ttt", "-T", "-xx", "-y", "-s", "256", "-o", str(log))
     trace += ("-e", "trace=pwrite64,fdatasync,fsync,rename")
     payload = random.Random(7).randbytes(6 << 20)
     server = OnwardServer(updir, prefix=trace).start()
@@ -110,7 +110,7 @@ def test_no_offset_is_recorded_before_its_data_is_synced(tmp_path: Path) -> None
             def slowly(data: bytes) -> Iterator[bytes]:  # mid-request checkpoints (every 1 s)
                 for at in range(0, len(data), 512 * 1024):
                     yield data[at : at + 512 * 1024]
-                    time.sleep(0.3)
+                    time.sleep(0.3)  # a slow client's pace: the behaviour under test
 
             half = len(payload) // 2
             for start, end in ((0, half), (half, len(payload))):

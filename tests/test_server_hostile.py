@@ -155,7 +155,7 @@ def test_an_overrunning_chunked_patch_keeps_nothing_even_after_a_checkpoint(
 
     def body() -> Iterator[bytes]:
         yield b"b" * (2 * MiB)
-        time.sleep(1.2)  # pace the client past the 1 s checkpoint interval ...
+        time.sleep(1.2)  # pace the client past the 1 s checkpoint interval (the behaviour under test) ...
         yield b"b" * (2 * MiB)
         deadline = time.monotonic() + 20
         while info.stat().st_size == recorded and time.monotonic() < deadline:

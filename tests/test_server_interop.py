@@ -80,7 +80,7 @@ def test_tus_js_client_killed_inside_a_request_resumes(protocol: str, updir: Pat
         # one PATCH for the whole file: the kill lands inside it (or, on a fast day, after it)
         first = start_tus_js(server.url, src, "--protocol", protocol)
         events = read_events_until(first, "url")
-        time.sleep(0.15)
+        server.wait_for_bytes(MiB)  # the request is under way
         kill(first)
         url = events[-1]["url"]
         deadline = time.monotonic() + 10

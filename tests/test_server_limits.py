@@ -24,6 +24,7 @@ import pytest
 
 from http_servers import HOST
 from peers.servers import OnwardServer
+from polling import wait_until
 from test_server import OCTETS, STAGING, TUS, V8, _cli, create, data, upload_id
 
 HOOK = """
@@ -36,15 +37,6 @@ while not os.path.exists(os.path.join(marks, "release")) and time.monotonic() < 
     time.sleep(0.02)
 open(os.path.join(marks, "done-" + uid), "w").close()
 """
-
-
-def wait_until(predicate: object, timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def test_slow_hooks_do_not_block_an_unrelated_upload(updir: Path, tmp_path: Path) -> None:
@@ -139,7 +131,7 @@ def test_slow_header_clients_are_dropped_while_an_upload_succeeds(updir: Path) -
             deadline = time.monotonic() + 30
             while open_ and time.monotonic() < deadline:  # one byte per round, as a slowloris does
                 open_ = [s for s in open_ if not closed_by_server(s)]
-                time.sleep(0.1)
+                time.sleep(0.1)  # their pace, part of the behaviour under test
             assert not open_, f"{len(open_)} slow clients were still held"
             silent.settimeout(30)
             assert silent.recv(4096).startswith(b"HTTP/1.1 408")

@@ -7,6 +7,10 @@ import random
 import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conftest import OnwardCli
 
 MiB = 1 << 20
 SLACK_BLOCKS = 512  # 256 KiB for the file system's own bookkeeping (extent trees), never a chunk
@@ -52,11 +56,11 @@ def allowed_blocks(src: Path, chunk: int) -> int:
 EXTENTS = [(123_457, 3000), (10_000_001, 50_000), (4 * 9 * MiB - 1000, 5000), (64 * MiB - 5000, 5000)]
 
 
-def test_sparse_source_copies_identical_and_sparse(tmp_path: Path, onward_cli: Callable[..., object]) -> None:
+def test_sparse_source_copies_identical_and_sparse(tmp_path: Path, onward_cli: OnwardCli) -> None:
     src, dst = tmp_path / "disk.img", tmp_path / "copy.img"
     make_sparse(src, 64 * MiB, EXTENTS)
     result = onward_cli("copy", src, dst)
-    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
     assert dst.read_bytes() == src.read_bytes()
     assert len(data_chunks(src, 4 * MiB)) == 5
     assert os.stat(dst).st_blocks <= allowed_blocks(src, 4 * MiB)
@@ -64,22 +68,22 @@ def test_sparse_source_copies_identical_and_sparse(tmp_path: Path, onward_cli: C
     assert os.stat(dst).st_blocks <= os.stat(src).st_blocks + SLACK_BLOCKS
 
 
-def test_no_sparse_fills_the_holes(tmp_path: Path, onward_cli: Callable[..., object]) -> None:
+def test_no_sparse_fills_the_holes(tmp_path: Path, onward_cli: OnwardCli) -> None:
     src, dst = tmp_path / "disk.img", tmp_path / "copy.img"
     make_sparse(src, 64 * MiB, EXTENTS)
     result = onward_cli("copy", "--no-sparse", src, dst)
-    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
     assert dst.read_bytes() == src.read_bytes()
     assert os.stat(dst).st_blocks * 512 >= 64 * MiB
 
 
-def test_tree_keeps_its_files_sparse(tmp_path: Path, onward_cli: Callable[..., object]) -> None:
+def test_tree_keeps_its_files_sparse(tmp_path: Path, onward_cli: OnwardCli) -> None:
     (tmp_path / "a").mkdir()
     src = tmp_path / "a" / "disk.img"
     make_sparse(src, 64 * MiB, EXTENTS)
     (tmp_path / "a" / "small").write_bytes(b"x" * 100)
     result = onward_cli("copy", "-r", tmp_path / "a", tmp_path / "b")
-    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
     dst = tmp_path / "b" / "a" / "disk.img"
     assert dst.read_bytes() == src.read_bytes()
     assert os.stat(dst).st_blocks <= allowed_blocks(src, 4 * MiB)
@@ -91,21 +95,21 @@ KILL_EXTENTS = [(3 * MiB * k + 777 * k, 4000) for k in range(6)]
 
 
 def test_kill_then_resume_stays_sparse(
-    tmp_path: Path, onward_cli: Callable[..., object], onward_kill_midway: Callable[..., int]
+    tmp_path: Path, onward_cli: OnwardCli, onward_kill_midway: Callable[..., int]
 ) -> None:
     src, dst = tmp_path / "disk.img", tmp_path / "copy.img"
     make_sparse(src, 16 * MiB, KILL_EXTENTS)
     committed = onward_kill_midway(src, dst, at=4 * MiB)
     assert committed < 16 * MiB
     result = onward_cli("copy", "--chunk-size", "64K", src, dst)
-    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
     assert dst.read_bytes() == src.read_bytes()
     assert os.stat(dst).st_blocks <= allowed_blocks(src, 64 * 1024)
     assert os.stat(dst).st_blocks <= os.stat(src).st_blocks + SLACK_BLOCKS
 
 
 def test_hole_filled_between_runs_is_copied(
-    tmp_path: Path, onward_cli: Callable[..., object], onward_kill_midway: Callable[..., int]
+    tmp_path: Path, onward_cli: OnwardCli, onward_kill_midway: Callable[..., int]
 ) -> None:
     src, dst = tmp_path / "disk.img", tmp_path / "copy.img"
     make_sparse(src, 16 * MiB, KILL_EXTENTS)
@@ -114,14 +118,14 @@ def test_hole_filled_between_runs_is_copied(
         fh.seek(1 * MiB + 12345)
         fh.write(random.Random(7).randbytes(70_000))
     result = onward_cli("copy", "--chunk-size", "64K", src, dst)
-    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
-    assert "source changed" in result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
+    assert "source changed" in result.stderr
     assert dst.read_bytes() == src.read_bytes()
     assert os.stat(dst).st_blocks <= allowed_blocks(src, 64 * 1024)
 
 
 def test_data_punched_out_between_runs_reads_as_zeros(
-    tmp_path: Path, onward_cli: Callable[..., object], onward_kill_midway: Callable[..., int]
+    tmp_path: Path, onward_cli: OnwardCli, onward_kill_midway: Callable[..., int]
 ) -> None:
     """Where the partial holds an earlier run's data and the source now has a hole, the
     chunk is written as zeros (never left holding the old bytes)."""
@@ -132,5 +136,5 @@ def test_data_punched_out_between_runs_reads_as_zeros(
     assert punched.returncode == 0
     assert MiB // (64 * 1024) not in data_chunks(src, 64 * 1024)
     result = onward_cli("copy", "--chunk-size", "64K", src, dst)
-    assert result.returncode == 0, result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
     assert dst.read_bytes() == src.read_bytes()

@@ -35,10 +35,10 @@ TREE_JOURNAL = "onward-tree.onward-journal"
 
 
 def cli(
-    *args: object, prefix: list[str] | None = None, timeout: float = 120
+    *args: str | os.PathLike[str], prefix: list[str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*(prefix or []), *ONWARD, *map(os.fspath, args)],  # type: ignore[arg-type]
+        [*(prefix or []), *ONWARD, *(os.fspath(arg) for arg in args)],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -206,6 +206,7 @@ def test_rerun_after_success_changes_nothing_and_reads_no_file(
     for p in files:
         p.chmod(0)
     try:
+        args: list[str | os.PathLike[str]]
         args = ["copy", "-r", "--json", "--no-preserve", "mode", *FLAGS, src, out]
         proc = cli(*args, prefix=onward_no_dac_prefix)
     finally:
@@ -284,7 +285,7 @@ def test_exclude_and_include_follow_rsyncs_rules_and_protect_what_they_leave_out
     (out / "src" / "old.txt").write_bytes(b"not excluded: --delete removes it")
     rules_file = tmp_path / "rules"
     rules_file.write_text("# build output\n\ncache/\n")
-    args = [
+    args: list[str | os.PathLike[str]] = [
         "--include",
         "keep/***",
         "--exclude",
@@ -347,12 +348,12 @@ def test_dash_c_without_r_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
-def start_then_kill(args: list[object], work: float, rng: random.Random) -> tuple[int, bool]:
+def start_then_kill(args: list[str | os.PathLike[str]], work: float, rng: random.Random) -> tuple[int, bool]:
     """Start ``onward copy -r --json``; once it has listed the trees (its tree-start event),
     SIGKILL it after a random share of the work it has left (estimated from the files it
     reports done). Returns (exit status, whether it had got as far as copying)."""
     proc = subprocess.Popen(
-        [*ONWARD, *map(os.fspath, args)],  # type: ignore[arg-type]
+        [*ONWARD, *(os.fspath(arg) for arg in args)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -362,7 +363,7 @@ def start_then_kill(args: list[object], work: float, rng: random.Random) -> tupl
     left = 1.0
     if first["event"] == "tree-start" and first["files"]:
         left = max(0.1, 1 - first["files_done"] / first["files"])
-    time.sleep(rng.uniform(0, work * left))
+    time.sleep(rng.uniform(0, work * left))  # a random moment for the kill, not a wait
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err, err.decode()
@@ -440,8 +441,8 @@ def kill_in_big_file(src: Path, out: Path, sig: int = signal.SIGKILL) -> subproc
 def test_the_file_in_flight_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     src, out = tmp_path / "src", tmp_path / "out"
     make_tree(src, big=8 * MiB, small=12)
-    proc = kill_in_big_file(src, out)
-    assert proc.returncode == -signal.SIGKILL
+    killed = kill_in_big_file(src, out)
+    assert killed.returncode == -signal.SIGKILL
     status = cli("status", "--json", out)
     [entry] = [json.loads(line) for line in status.stdout.splitlines()]  # one entry for the tree
     assert entry["tree"] and entry["destination"] == str(out / "src") and entry["source"] == str(src)

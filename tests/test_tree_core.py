@@ -18,6 +18,7 @@ from onward.core.tree import (
     Kind,
     Node,
     SourceTree,
+    TreePlan,
     dir_changes,
     link_leaders,
     plan_tree,
@@ -74,8 +75,8 @@ def empty_dest() -> DestTree:
     return DestTree(directory(), {}, {""})
 
 
-def plan(source: SourceTree, dest: DestTree, done: dict[str, Stamp] | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    return plan_tree(source, dest, done or {}, source_root=ROOT, small=SMALL, **kw)  # type: ignore[arg-type]
+def plan(source: SourceTree, dest: DestTree, done: dict[str, Stamp] | None = None, **kw: bool) -> TreePlan:
+    return plan_tree(source, dest, done or {}, source_root=ROOT, small=SMALL, **kw)
 
 
 SAMPLE = {
@@ -127,7 +128,7 @@ def test_done_records_are_trusted_only_while_the_source_keeps_its_stamp() -> Non
     assert [(c.path, c.reason) for c in p.copies] == [("f", "changed")]
     # Without the times preserved, the DONE record is what says the copy is done.
     dest.entries["f"] = dest.entries["f"]._replace(mtime_ns=12345)
-    assert plan(source, dest, {"f": node.stamp}, preserve_times=False).idle  # type: ignore[dict-item]
+    assert plan(source, dest, {"f": node.stamp}, preserve_times=False).idle
     assert plan(source, dest, {}, preserve_times=False).copies  # no record, no way to tell
 
 

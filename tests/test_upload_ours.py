@@ -15,13 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from http_servers import HOST, self_signed
 from peers.servers import OnwardServer, done_event, events, run_copy, start_copy, state_env
+from polling import Output
 
 RUN_TIMEOUT = 120
 SIZE = 24 * 1024 * 1024 + 5
@@ -65,11 +65,12 @@ def test_server_killed_mid_upload_and_restarted(tmp_path: Path, protocol: str) -
     server = serve(tmp_path)
     try:
         proc = start_copy(src, server.endpoint(protocol), state, "--retries", "8", pipe=True)
+        output = Output(proc)
         server.wait_for_bytes(SIZE // 3)
         server.kill()
-        time.sleep(0.3)
+        output.wait_for(b'"event": "retry"')  # the client met the dead server and backs off
         server.start()  # the same port and directory
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+        out, err = output.communicate(timeout=RUN_TIMEOUT)
         assert proc.returncode == 0, err
         (finished,) = server.files()
         assert finished.read_bytes() == data

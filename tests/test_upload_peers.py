@@ -14,12 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from peers.servers import TusNode, done_event, events, missing, run_copy, start_copy, state_env
+from polling import Output
 
 pytestmark = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 
@@ -56,7 +56,7 @@ def test_upload_stores_the_exact_bytes_and_leaves_no_journal(tmp_path: Path) -> 
         assert stored.read_bytes() == data
         info = server.info(stored.name)
         assert info.get("size") == len(data)
-        assert (info.get("metadata") or {}).get("filename") == "file.bin"  # type: ignore[union-attr]
+        assert (info.get("metadata") or {}).get("filename") == "file.bin"
     done = done_event(result.stdout)
     assert (done["size"], done["resumed_from"], done["destination"]) == (len(data), 0, server.endpoint)
     assert journals(tmp_path / "state") == []
@@ -139,11 +139,12 @@ def test_server_killed_and_restarted_mid_upload(tmp_path: Path) -> None:
     server = TusNode(tmp_path / "store", delay_ms=15).start()
     try:
         proc = start_copy(src, server.endpoint, state, "--retries", "8", pipe=True)
+        output = Output(proc)
         server.wait_for_bytes(30 * CHUNK)
         server.kill()
-        time.sleep(0.5)  # the client meets a refused connection and backs off
+        output.wait_for(b'"event": "retry"')  # the client met the dead server and backs off
         server.start()  # same port, same directory
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+        out, err = output.communicate(timeout=RUN_TIMEOUT)
         assert proc.returncode == 0, err
         (stored,) = server.uploads().values()
         assert stored.read_bytes() == data

@@ -147,7 +147,7 @@ def test_damaged_patch_is_sent_again(tmp_path: Path) -> None:
     data = os.urandom(3 * CHUNK)
     src.write_bytes(data)
     server = FakeServer("tus")
-    hits = []
+    hits: list[int] = []
 
     def damage_once(request: httpx.Request) -> httpx.Response | None:
         if request.method == "PATCH" and request.headers["Upload-Offset"] == str(CHUNK) and not hits:

@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 
 import pytest
 import xxhash
-from crashsim import MUTATING  # every call that can change a file (kill and inject points)
 
+from faults.crashsim import MUTATING  # every call that can change a file (kill and inject points)
 from onward.core.journal import DecodeError, decode
 from partials import intact_unclaimed
 

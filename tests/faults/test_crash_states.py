@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import crashsim
 import pytest
+
+from faults import crashsim
 
 KiB = 1024
 CHUNK = 16 * KiB  # four pages: writes can be torn at three boundaries

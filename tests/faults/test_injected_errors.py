@@ -57,7 +57,7 @@ def check_failed_run(faultlib: Any, run: Any, paths: tuple[str, ...], cause: str
     if "--json" not in run.cmd:  # retry notices come first in human mode: progress, not errors
         kept = [line for line in run.stderr.splitlines() if not RETRY_NOTICE.match(line)]
         run.stderr = "".join(line + "\n" for line in kept)
-    line = faultlib.check_one_error_line(run, cause)
+    line: str = faultlib.check_one_error_line(run, cause)
     paths = (*paths, *(p.removesuffix(".tmp") for p in paths))
     faultlib.check(any(p in line for p in paths), f"none of {paths} named in {line!r}")
     faultlib.check(any(w in line for w in HINT_WORDS), f"no advice on what to do in {line!r}")

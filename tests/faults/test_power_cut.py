@@ -41,11 +41,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from onward.core.journal import DecodeError, decode
+
+if TYPE_CHECKING:
+    from faults.conftest import Claims, Dest
 
 KiB, MiB = 1024, 1024 * 1024
 GOINGDOWN = 0x8004587D  # _IOR('X', 125, __u32): EXT4_IOC_SHUTDOWN == XFS_IOC_GOINGDOWN
@@ -211,7 +214,7 @@ def draw_cases(faultlib: Any, fs: str) -> list[Case]:
     return cases
 
 
-def left_behind(dest: Any, data: bytes, claims: Any) -> str:
+def left_behind(dest: Dest, data: bytes, claims: Claims) -> str:
     """What a cut left, for the tally: how far a re-run can pick up."""
     finished = dest.path.exists() and dest.path.read_bytes() == data
     if finished:
@@ -237,7 +240,7 @@ def journal_promoted(path: Path) -> bool:
 
 
 def start(
-    faultlib: Any, case: Case, src: Path, dest: Any, trigger: str, out: Path, strace: str | None
+    faultlib: Any, case: Case, src: Path, dest: Dest, trigger: str, out: Path, strace: str | None
 ) -> Any:
     cmd = faultlib.copy_args(src, dest, case.flags)
     if strace is not None and trigger in ("before-rename", "after-rename"):
@@ -281,7 +284,7 @@ def cut_once(
     case: Case,
     k: int,
     src: Path,
-    dest: Any,
+    dest: Dest,
     old_ino: int | None,
     strace: str | None,
     log: Path,
@@ -301,11 +304,12 @@ def cut_once(
 
             wait_for(proc, reached)
         elif trigger == "delay":
-            # A full run here takes about 0.15 s of start-up plus the copy itself.
+            # A full run here takes about 0.15 s of start-up plus the copy itself. The sleep places
+            # the cut at a chosen moment of the run (the behaviour under test), it awaits nothing.
             time.sleep(fraction * (0.15 + case.size / (120 * MiB)))
         elif trigger == "before-rename":
             wait_for(proc, lambda: journal_promoted(dest.journal))
-            time.sleep(fraction * WINDOW * 0.8)
+            time.sleep(fraction * WINDOW * 0.8)  # the cut's moment inside the window, not a wait
         elif trigger == "after-rename":
 
             def renamed() -> bool:
@@ -315,7 +319,7 @@ def cut_once(
                     return False
 
             wait_for(proc, renamed)
-            time.sleep(fraction * WINDOW * 0.8)
+            time.sleep(fraction * WINDOW * 0.8)  # the cut's moment inside the window, not a wait
         else:  # after-exit
             proc.wait(timeout=WAIT)
         exited_before = proc.poll() == 0

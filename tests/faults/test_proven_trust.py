@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import test_power_cut as power
 
+from faults import test_power_cut as power
 from onward.core.journal import decode
 
 KiB = 1024

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from http_servers import HOST, free_port, stop_process, wait_for_port
 
@@ -73,7 +73,7 @@ def events(out: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def done_event(out: str) -> dict[str, object]:
+def done_event(out: str) -> dict[str, Any]:
     found = [e for e in events(out) if e.get("event") == "done"]
     assert found, out
     return found[-1]
@@ -137,7 +137,7 @@ class ServerProcess:
                 return
         raise AssertionError(f"the server was still writing after {timeout} s")
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -219,7 +219,7 @@ class TusNode(ServerProcess):
     def held(self) -> int:
         return sum(p.stat().st_size for p in self.uploads().values())
 
-    def info(self, upload_id: str) -> dict[str, object]:
+    def info(self, upload_id: str) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
             return dict(json.loads((self.store / f"{upload_id}.json").read_text()))
         return {}
