@@ -7,7 +7,8 @@ from the offset the server holds, which is authoritative (``core.upload.place``)
 an upload is bound to the identity of the file it was made for (``uploadjournal``). It
 has no read-back capability (``endpoints.ReadBack``): every PATCH must be acknowledged
 with exactly the offset it reached, a tus server with the checksum extension gets an
-``Upload-Checksum`` on every PATCH, an IETF upload ends with a ``Repr-Digest``. Nothing made here holds the URL's secrets.
+``Upload-Checksum`` on every PATCH, an IETF upload ends with a ``Repr-Digest``. Nothing made
+here holds the URL's secrets.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from ..core import sfv
+from ..core.http import DIGEST_SIZES
+from ..core.http import parse_digest_field as digest_field
+
 __all__ = [
     "CHECKSUM_ALGORITHMS",
     "ID_PATTERN",
@@ -29,6 +33,7 @@ __all__ = [
     "TUS_VERSION",
     "Checksum",
     "Reject",
+    "digest_field",
     "parse_checksum",
     "parse_concat",
     "parse_metadata",
@@ -51,16 +56,12 @@ TUS_EXTENSIONS = (
 IETF_VERSIONS = frozenset({6, 8})
 # Upload-Checksum algorithm names (tus checksum extension) -> hashlib names.
 CHECKSUM_ALGORITHMS = {"sha1": "sha1", "sha256": "sha256", "md5": "md5"}
-# Content-Digest / Repr-Digest (RFC 9530) names -> hashlib names.
-DIGEST_FIELD_ALGORITHMS = {"sha-256": "sha256", "sha-512": "sha512", "sha": "sha1", "md5": "md5"}
-DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha512": 64, "md5": 16}
 
 # Ids are secrets.token_urlsafe(24): 32 characters of the URL-safe base64 alphabet, redrawn when
 # the first is "-" (shell tools would take the id for an option). Anything
 # else never reaches the file system, so "..", "/", NUL or a long name cannot name a path.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
-_SF_INTEGER = re.compile(r"[0-9]{1,15}")  # RFC 8941: at most 15 digits
 _META_KEY = re.compile(r"[^\s,]+")
 MAX_METADATA = 16 * 1024  # bytes of Upload-Metadata accepted; tusd and @tus/server have similar caps
 # A final concatenation copies every part it names: naming one partial many times multiplies
@@ -104,18 +105,13 @@ def parse_tus_integer(value: str | None, name: str) -> int | None:
 
 def parse_sf_integer(value: str | None) -> int | None:
     """A Structured Field Integer that must be non-negative; None when absent or malformed."""
-    if value is None:
-        return None
-    text = value.strip()
-    return int(text) if _SF_INTEGER.fullmatch(text) else None
+    number = sfv.item_value(value, int)
+    return number if number is not None and number >= 0 else None
 
 
 def parse_sf_boolean(value: str | None) -> bool | None:
     """A Structured Field Boolean (``?1`` / ``?0``); None when absent or malformed."""
-    if value is None:
-        return None
-    text = value.strip()
-    return {"?1": True, "?0": False}.get(text)
+    return sfv.item_value(value, bool)
 
 
 def parse_metadata(value: str | None) -> dict[str, str | None]:
@@ -162,26 +158,6 @@ def parse_checksum(upload_checksum: str | None, content_digest: str | None) -> C
         if found is None:
             raise Reject(400, "Content-Digest names no algorithm this server knows (sha-256, sha-512)")
         return Checksum(found[0], found[1], 400)
-    return None
-
-
-def digest_field(value: str) -> tuple[str, bytes] | None:
-    """The strongest (hashlib name, digest) of a ``Content-Digest`` / ``Repr-Digest`` dictionary."""
-    found: dict[str, bytes] = {}
-    for member in value.split(","):
-        name, eq, raw = member.partition("=")
-        name, raw = name.strip().lower(), raw.split(";", 1)[0].strip()
-        if not eq or name not in DIGEST_FIELD_ALGORITHMS or len(raw) < 2:
-            continue
-        if not (raw.startswith(":") and raw.endswith(":")):
-            continue
-        algorithm = DIGEST_FIELD_ALGORITHMS[name]
-        digest = _b64(raw[1:-1])
-        if digest is not None and len(digest) == DIGEST_SIZES[algorithm]:
-            found[algorithm] = digest
-    for algorithm in ("sha512", "sha256", "sha1", "md5"):
-        if algorithm in found:
-            return algorithm, found[algorithm]
     return None
 
 
