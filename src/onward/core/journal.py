@@ -67,6 +67,7 @@ KIND_IN_FLIGHT = 8  # a write to the partial is about to start (unsynced)
 KIND_SEAL = 9  # what the partial looked like right after onward's last write to it (unsynced)
 KIND_S3_UPLOAD = 10  # kinds 10-11: an S3 multipart upload and its parts, read by core/s3.py (docs/S3.md)
 KIND_S3_PART = 11
+# kind 12 (S3DONE) belongs to S3 tree journals: core/s3treejournal.py (docs/S3.md)
 
 _PREAMBLE = struct.Struct("<8sHH")
 _FRAME = struct.Struct("<IB")
