@@ -13,7 +13,8 @@ from typing import Any
 
 from .checksum import final_check
 from .core.http import looks_like_url, parse_checksum, redact_url
-from .endpoints.local import LocalJournal, LocalSink, LocalSource
+from .endpoints.local import LocalSink, LocalSource
+from .endpoints.localjournal import LocalJournal
 from .endpoints.metadata import keeper_for
 from .engine import Transfer
 from .errors import DestinationError, SourceError, UsageError

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from .checksum import final_check
 from .core.http import Expected, name_from_url, parse_checksum, safe_filename
 from .endpoints.http import HttpSource
-from .endpoints.local import JOURNAL_SUFFIX, LocalJournal, LocalSink
+from .endpoints.local import JOURNAL_SUFFIX, LocalSink
+from .endpoints.localjournal import LocalJournal
 from .endpoints.transport import OnRetry
 from .engine import Transfer
 from .errors import DestinationError, UsageError

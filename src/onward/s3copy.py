@@ -29,7 +29,8 @@ from .core.identity import matches
 from .core.journal import Decoded, DecodeError, decode, encode_chunks, encode_start
 from .core.plan import ChunkRecord
 from .core.upload import state_dir, state_key
-from .endpoints.local import LocalJournal, LocalSink, LocalSource
+from .endpoints.local import LocalSink, LocalSource
+from .endpoints.localjournal import LocalJournal
 from .endpoints.s3 import Settings, Store, connect
 from .endpoints.s3source import S3Source
 from .endpoints.s3upload import S3Journal, S3UploadSink

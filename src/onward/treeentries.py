@@ -21,7 +21,8 @@ from .core.throttle import paced
 from .core.tree import CopyFile, CopyReason, TreePlan, parent
 from .core.treejournal import Stamp, encode_done
 from .endpoints.batch import Batch, BatchSink, MemoryJournal, Pending, Syncer
-from .endpoints.local import PARTIAL_SUFFIX, LocalJournal, LocalSink, LocalSource, partial_path
+from .endpoints.local import PARTIAL_SUFFIX, LocalSink, LocalSource, partial_path
+from .endpoints.localjournal import LocalJournal
 from .endpoints.localtree import (
     TREE_JOURNAL,
     apply_attrs,

@@ -27,7 +27,7 @@ from ..core.identity import Identity
 from ..core.journal import DecodeError, Promote, decode
 from ..core.resume import keeps_upload
 from ..errors import DestinationError, IntegrityError, SourceError, TransientError
-from .local import LocalJournal
+from .localjournal import LocalJournal
 from .s3 import CALL_ERRORS, Store, checksum_param, kind_of, translate
 from .uploadjournal import LOCK_SUFFIX, UploadJournal, lock_state
 

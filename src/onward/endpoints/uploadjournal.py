@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..core.journal import DecodeError, Upload, decode, encode_upload
 from ..errors import DestinationError, JournalError, OnwardError
-from .local import LocalJournal
+from .localjournal import LocalJournal
 
 if TYPE_CHECKING:
     from .tus import UploadSink
