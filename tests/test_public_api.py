@@ -25,9 +25,8 @@ def test_all_is_exactly_the_public_surface() -> None:
     for name in onward.__all__:
         assert hasattr(onward, name), name
     public = {n for n in vars(onward) if not n.startswith("_")} - {
-        "api", "cli", "core", "endpoints", "engine", "errors", "events", "options", "readahead",
-        "status", "units", "checksum", "download", "tree", "treecopy", "treeentries", "treestatus", "server",
-        "upload", "unsized",
+        "cli", "core", "endpoints", "engine", "errors", "events", "jobs", "options", "readahead",
+        "units", "checksum", "server",
     }  # fmt: skip
     assert public <= EXPECTED
 

@@ -33,7 +33,7 @@ from onward.core.treejournal import (
     encode_tree_start,
     is_tree_journal,
 )
-from onward.tree import tree_roots
+from onward.jobs.tree import tree_roots
 
 SMALL = 4 << 20
 ROOT = "/src"

@@ -97,7 +97,7 @@ def upload(tmp_path: Path, src: Path, server: FakeServer, **options: object) -> 
         sleep=lambda s: None,
     )  # fmt: skip
     journal = UploadJournal.open(str(tmp_path / "state"), rules.state_key(source.name, target.name), sink)
-    from onward.upload import continue_earlier
+    from onward.jobs.upload import continue_earlier
 
     continue_earlier(journal, sink, source, target)
     result = Transfer(source, sink, journal, opts, sleep=lambda s: None).run()

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from ._version import __version__
 
 if _TYPE_CHECKING:  # what type checkers see; __all__ below says which names onward exports
-    from .api import copy
     from .errors import *
     from .events import *
+    from .jobs.api import copy
+    from .jobs.status import Unfinished, find_unfinished, remove_unfinished
+    from .jobs.tree import copy_tree
     from .options import Options
-    from .status import Unfinished, find_unfinished, remove_unfinished
-    from .tree import copy_tree
 
 # The module each public name lives in. Imported on first use, so that the command line
 # (``onward --version``, a tree copy with nothing to do) does not pay for the copy engine,
@@ -26,10 +26,10 @@ if _TYPE_CHECKING:  # what type checkers see; __all__ below says which names onw
 _HOME = {
     name: module
     for module, names in {
-        "api": "copy",
-        "tree": "copy_tree",
+        "jobs.api": "copy",
+        "jobs.tree": "copy_tree",
         "options": "Options",
-        "status": "Unfinished find_unfinished remove_unfinished",
+        "jobs.status": "Unfinished find_unfinished remove_unfinished",
         "errors": "DestinationError DurabilityError IntegrityError Interrupted JournalError NoSpaceError "
         "OnwardError PartialCopyError SourceError TransientError UsageError",
         "events": "Checkpoint CopyResult Done Event FileDone FileFailed Notice Progress Retry Start "

@@ -8,7 +8,7 @@ import sys
 
 from ..endpoints.localtree import display
 from ..errors import EXIT_FAILED, EXIT_OK, OnwardError, UsageError
-from ..status import remove_unfinished
+from ..jobs.status import remove_unfinished
 from ..units import format_size
 from .render import emit_json, report_error
 from .status import line, listed

@@ -156,11 +156,11 @@ def copy_one(
 ) -> None:
     """One source: a directory tree (``tree``), else a file, a URL or an upload."""
     if not tree:
-        from ..api import copy  # the engine only once something is to be copied
+        from ..jobs.api import copy  # the engine only once something is to be copied
 
         copy(src, dst, listeners=listeners, **opts)
         return
-    from ..tree import copy_tree
+    from ..jobs.tree import copy_tree
 
     copy_tree(
         src,
@@ -176,8 +176,8 @@ def copy_one(
 
 def copy_s3_trees(args: argparse.Namespace, sources: list[str], dst: str) -> int:
     """``onward copy -r DIR s3://bucket/prefix/`` and back (docs/S3.md): one line per file."""
+    from ..jobs.s3tree import copy_tree
     from ..options import Options
-    from ..s3tree import copy_tree
 
     opts = Options.build(**options_from(args))
 

@@ -12,11 +12,11 @@ import os
 import sys
 from typing import Any
 
-from ..dryrun import Planned, plan_copy, plan_tree_copy, shown
 from ..endpoints.localtree import display
 from ..errors import EXIT_FAILED, EXIT_OK, OnwardError
+from ..jobs.dryrun import Planned, plan_copy, plan_tree_copy, shown
+from ..jobs.tree import resolve_tree
 from ..options import Options
-from ..tree import resolve_tree
 from ..units import format_size
 from .render import emit_json, emit_line, report_error
 

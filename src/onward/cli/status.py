@@ -8,7 +8,7 @@ import time
 
 from ..endpoints.localtree import display
 from ..errors import EXIT_OK
-from ..status import Unfinished, find_unfinished, find_uploads
+from ..jobs.status import Unfinished, find_unfinished, find_uploads
 from ..units import format_size
 from .render import emit_json
 

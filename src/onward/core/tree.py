@@ -5,7 +5,7 @@ journal's DONE records, ``plan_tree`` says which entries are done, which files
 to copy (or copy again), which directories to make, which symlinks and hard
 links to (re)create, what to remove (``--delete``) or only report, which
 conflicts to report, and which of onward's own working files are stale. The
-orchestrator (``onward.treecopy``) carries the plan out; nothing here touches a
+orchestrator (``onward.jobs.treecopy``) carries the plan out; nothing here touches a
 disk.
 
 Paths are relative to the roots, ``/``-separated, as ``str`` with Python's

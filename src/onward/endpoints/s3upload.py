@@ -111,7 +111,7 @@ class S3UploadSink:
     # -- the Sink interface -----------------------------------------------------------------
 
     def present(self) -> int | None:
-        """The whole size while there is an upload: ``onward.s3copy`` has already dropped from the
+        """The whole size while there is an upload: ``onward.jobs.s3copy`` has already dropped from the
         journal every part the store does not hold as recorded (ListParts)."""
         return self._size if self.binding is not None else None
 

@@ -14,17 +14,17 @@ import contextlib
 import os
 from collections.abc import Sequence
 
-from .core import upload as proto
-from .core.http import looks_like_url, redact_url
-from .core.identity import matches
-from .core.journal import DecodeError, Upload, decode
-from .endpoints.local import LocalSource
-from .endpoints.tus import UploadSink
-from .endpoints.uploadjournal import UploadJournal
-from .engine import Transfer
-from .errors import UsageError
-from .events import CopyResult, Done, Event, Listener, Notice, Retry, dispatch
-from .options import Options
+from ..core import upload as proto
+from ..core.http import looks_like_url, redact_url
+from ..core.identity import matches
+from ..core.journal import DecodeError, Upload, decode
+from ..endpoints.local import LocalSource
+from ..endpoints.tus import UploadSink
+from ..endpoints.uploadjournal import UploadJournal
+from ..engine import Transfer
+from ..errors import UsageError
+from ..events import CopyResult, Done, Event, Listener, Notice, Retry, dispatch
+from ..options import Options
 
 __all__ = ["state_directory", "upload"]
 

@@ -1,6 +1,6 @@
 """``onward copy -r DIR s3://bucket/prefix/`` and ``onward copy -r s3://bucket/prefix/ DIR``.
 
-Each file is one resumable S3 copy (``onward.s3copy``: an upload's journal in the state
+Each file is one resumable S3 copy (``onward.jobs.s3copy``: an upload's journal in the state
 directory, a download's partial and journal beside it), so the file that was in flight when a
 run stopped continues from its last part or chunk. The tree journal (``core/s3treejournal``,
 in the state directory) records each finished file: a re-run skips a file whose local stamp
@@ -22,17 +22,17 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from . import s3copy
-from .core import s3 as proto
-from .core.s3treejournal import Done, encode_s3_done, encode_s3_tree_start, read_s3_done
-from .core.treejournal import Stamp
-from .core.upload import state_dir
-from .endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
-from .endpoints.s3 import Store, connect, delete_objects, head, list_objects
-from .endpoints.uploadjournal import LOCK_SUFFIX
-from .errors import DestinationError, Interrupted, OnwardError, PartialCopyError, UsageError
-from .events import Listener, Notice, dispatch
-from .options import Options
+from .. import s3copy
+from ..core import s3 as proto
+from ..core.s3treejournal import Done, encode_s3_done, encode_s3_tree_start, read_s3_done
+from ..core.treejournal import Stamp
+from ..core.upload import state_dir
+from ..endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
+from ..endpoints.s3 import Store, connect, delete_objects, head, list_objects
+from ..endpoints.uploadjournal import LOCK_SUFFIX
+from ..errors import DestinationError, Interrupted, OnwardError, PartialCopyError, UsageError
+from ..events import Listener, Notice, dispatch
+from ..options import Options
 
 __all__ = ["TreeCounts", "copy_tree"]
 

@@ -14,9 +14,9 @@ import os
 import time
 from collections.abc import Mapping
 
-from .core.journal import DecodeError, Garbled
-from .core.tree import DestTree, MakeLink, SourceTree, TreePlan, dir_changes, parent, plan_tree
-from .core.treejournal import (
+from ..core.journal import DecodeError, Garbled
+from ..core.tree import DestTree, MakeLink, SourceTree, TreePlan, dir_changes, parent, plan_tree
+from ..core.treejournal import (
     Counts,
     Stamp,
     TreeDecoded,
@@ -26,8 +26,8 @@ from .core.treejournal import (
     encode_done,
     encode_tree_start,
 )
-from .endpoints.local import fsync_dir, partial_path
-from .endpoints.localtree import (
+from ..endpoints.local import fsync_dir, partial_path
+from ..endpoints.localtree import (
     TreeLock,
     apply_attrs,
     cause,
@@ -37,9 +37,9 @@ from .endpoints.localtree import (
     scan_destination,
     scan_source,
 )
-from .errors import DestinationError, Interrupted, JournalError, NoSpaceError, PartialCopyError, from_oserror
-from .events import FileAction, FileDone, TreeDone, TreeResult, TreeStart
-from .options import Options
+from ..errors import DestinationError, Interrupted, JournalError, NoSpaceError, PartialCopyError, from_oserror
+from ..events import FileAction, FileDone, TreeDone, TreeResult, TreeStart
+from ..options import Options
 from .treeentries import TreeEntries
 
 __all__ = ["TreeCopy", "plan_run"]

@@ -22,22 +22,22 @@ from typing import NamedTuple
 
 import xxhash
 
-from .checksum import check_digests
-from .core import s3 as proto
-from .core.http import parse_checksum
-from .core.identity import matches
-from .core.journal import Decoded, DecodeError, decode, encode_chunks, encode_start
-from .core.plan import ChunkRecord
-from .core.upload import state_dir, state_key
-from .endpoints.local import LocalSink, LocalSource
-from .endpoints.localjournal import LocalJournal
-from .endpoints.s3 import Settings, Store, connect
-from .endpoints.s3source import S3Source
-from .endpoints.s3upload import S3Journal, S3UploadSink
-from .engine import Transfer
-from .errors import DestinationError, IntegrityError, UsageError
-from .events import CopyResult, Event, Listener, Notice, dispatch
-from .options import Options
+from ..checksum import check_digests
+from ..core import s3 as proto
+from ..core.http import parse_checksum
+from ..core.identity import matches
+from ..core.journal import Decoded, DecodeError, decode, encode_chunks, encode_start
+from ..core.plan import ChunkRecord
+from ..core.upload import state_dir, state_key
+from ..endpoints.local import LocalSink, LocalSource
+from ..endpoints.localjournal import LocalJournal
+from ..endpoints.s3 import Settings, Store, connect
+from ..endpoints.s3source import S3Source
+from ..endpoints.s3upload import S3Journal, S3UploadSink
+from ..engine import Transfer
+from ..errors import DestinationError, IntegrityError, UsageError
+from ..events import CopyResult, Event, Listener, Notice, dispatch
+from ..options import Options
 
 __all__ = ["download", "upload"]
 
@@ -104,7 +104,7 @@ def upload(
         restart=False,
     )
     if sink.single:  # one PutObject: no journal a later run could resume (it sends the file again)
-        from .endpoints.batch import MemoryJournal
+        from ..endpoints.batch import MemoryJournal
 
         journal: S3Journal | MemoryJournal = MemoryJournal(sink.name)
     else:

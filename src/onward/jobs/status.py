@@ -8,12 +8,12 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from .core.identity import one_response
-from .core.journal import DecodeError, decode
-from .core.plan import without
-from .core.upload import is_upload_url
-from .endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
-from .errors import DestinationError, SourceError, from_oserror
+from ..core.identity import one_response
+from ..core.journal import DecodeError, decode
+from ..core.plan import without
+from ..core.upload import is_upload_url
+from ..endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
+from ..errors import DestinationError, SourceError, from_oserror
 
 __all__ = ["Unfinished", "find_unfinished", "remove_unfinished"]
 
@@ -88,7 +88,7 @@ def _describe(destination: str) -> Unfinished:
         return found._replace(problem=f"journal unreadable: {exc}")
     header = loaded.header
     if header.destination[:5] == "s3://":  # an S3 upload's journal (docs/S3.md): no partial either
-        from .core.s3 import read_s3_records
+        from ..core.s3 import read_s3_records
 
         binding, _ = read_s3_records(raw)
         done = header.plan.committed_bytes(loaded.chunks)
@@ -117,7 +117,7 @@ def _describe(destination: str) -> Unfinished:
 def find_uploads() -> list[Unfinished]:
     """Every unfinished upload (``onward copy FILE tus+https://...``): their journals live in
     the user's state directory (``$XDG_STATE_HOME/onward/uploads``), not beside a file."""
-    from .core.upload import state_dir
+    from ..core.upload import state_dir
 
     directory = state_dir(os.environ, os.path.expanduser("~"))
     if not os.path.isdir(directory):

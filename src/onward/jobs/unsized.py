@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .core.identity import Identity
-from .core.journal import DecodeError, decode, encode_chunks, encode_start
-from .core.plan import ChunkRecord
-from .endpoints import JournalStore
-from .engine import Transfer, digest
-from .events import Progress, Start
+from ..core.identity import Identity
+from ..core.journal import DecodeError, decode, encode_chunks, encode_start
+from ..core.plan import ChunkRecord
+from ..endpoints import JournalStore
+from ..engine import Transfer, digest
+from ..events import Progress, Start
 
 __all__ = ["UnsizedTransfer", "adopt_unsized"]
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .checksum import final_check
-from .core.http import Expected, name_from_url, parse_checksum, safe_filename
-from .endpoints.http import HttpSource
-from .endpoints.local import JOURNAL_SUFFIX, LocalSink
-from .endpoints.localjournal import LocalJournal
-from .endpoints.transport import OnRetry
-from .engine import Transfer
-from .errors import DestinationError, UsageError
-from .events import CopyResult, Event, Listener, Notice, Retry, dispatch
-from .options import Options
+from ..checksum import final_check
+from ..core.http import Expected, name_from_url, parse_checksum, safe_filename
+from ..endpoints.http import HttpSource
+from ..endpoints.local import JOURNAL_SUFFIX, LocalSink
+from ..endpoints.localjournal import LocalJournal
+from ..endpoints.transport import OnRetry
+from ..engine import Transfer
+from ..errors import DestinationError, UsageError
+from ..events import CopyResult, Event, Listener, Notice, Retry, dispatch
+from ..options import Options
 from .unsized import UnsizedTransfer, adopt_unsized
 
 __all__ = ["download", "download_target"]

@@ -15,16 +15,16 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import NamedTuple
 
+from ..core.filters import Filter
+from ..core.http import looks_like_url, name_from_url, redact_url
+from ..core.identity import matches
+from ..core.journal import Decoded, DecodeError, decode
+from ..core.tree import CopyReason, DestTree, TreePlan
+from ..core.treejournal import Stamp, decode_tree
+from ..endpoints.local import LocalSource, journal_path
+from ..endpoints.localtree import TREE_JOURNAL, display, scan_destination, scan_source
+from ..options import Options
 from .api import resolve_destination
-from .core.filters import Filter
-from .core.http import looks_like_url, name_from_url, redact_url
-from .core.identity import matches
-from .core.journal import Decoded, DecodeError, decode
-from .core.tree import CopyReason, DestTree, TreePlan
-from .core.treejournal import Stamp, decode_tree
-from .endpoints.local import LocalSource, journal_path
-from .endpoints.localtree import TREE_JOURNAL, display, scan_destination, scan_source
-from .options import Options
 from .treecopy import plan_run
 
 __all__ = ["Planned", "plan_copy", "plan_tree_copy"]
@@ -153,7 +153,7 @@ def actions_of(plan: TreePlan, skipped: Sequence[tuple[str, str]]) -> list[Plann
 
 def shown(item: Planned) -> str:
     """One action for people: ``ACTION PATH (SIZE; NOTE)``."""
-    from .units import format_size
+    from ..units import format_size
 
     parts = [format_size(item.bytes)] if item.bytes > 0 else []
     parts += [item.note] if item.note else []

@@ -16,14 +16,14 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from .core.filters import Filter
-from .core.throttle import paced
-from .core.tree import CopyFile, CopyReason, TreePlan, parent
-from .core.treejournal import Stamp, encode_done
-from .endpoints.batch import Batch, BatchSink, MemoryJournal, Pending, Syncer
-from .endpoints.local import PARTIAL_SUFFIX, LocalSink, LocalSource, partial_path
-from .endpoints.localjournal import LocalJournal
-from .endpoints.localtree import (
+from ..core.filters import Filter
+from ..core.throttle import paced
+from ..core.tree import CopyFile, CopyReason, TreePlan, parent
+from ..core.treejournal import Stamp, encode_done
+from ..endpoints.batch import Batch, BatchSink, MemoryJournal, Pending, Syncer
+from ..endpoints.local import PARTIAL_SUFFIX, LocalSink, LocalSource, partial_path
+from ..endpoints.localjournal import LocalJournal
+from ..endpoints.localtree import (
     TREE_JOURNAL,
     apply_attrs,
     cause,
@@ -33,9 +33,9 @@ from .endpoints.localtree import (
     remove_entry,
     same_bytes,
 )
-from .endpoints.metadata import Keeper, wanted
-from .errors import DurabilityError, Interrupted, NoSpaceError, OnwardError
-from .events import (
+from ..endpoints.metadata import Keeper, wanted
+from ..errors import DurabilityError, Interrupted, NoSpaceError, OnwardError
+from ..events import (
     Checkpoint,
     Event,
     FileAction,
@@ -49,8 +49,8 @@ from .events import (
     TreeProgress,
     dispatch,
 )
-from .options import Options
-from .units import format_size
+from ..options import Options
+from ..units import format_size
 
 MAX_BATCH_FILES = 65536
 LINK_UNSUPPORTED = frozenset({errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS})
@@ -278,7 +278,7 @@ class TreeEntries:
         return opts
 
     def copy(self, copy: CopyFile) -> None:
-        from .engine import Transfer  # the copy loop (and its reader thread) only when something is copied
+        from ..engine import Transfer  # the copy loop (and its reader thread) only when something is copied
 
         rel = copy.path
         if self.below_failed(rel) or self.name_too_long(rel):

@@ -20,12 +20,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .core.filters import Filter, Rule
-from .endpoints.local import fsync_dir
-from .endpoints.localtree import display
-from .errors import DestinationError, SourceError, UsageError, from_oserror
-from .events import Listener, TreeResult
-from .options import Options
+from ..core.filters import Filter, Rule
+from ..endpoints.local import fsync_dir
+from ..endpoints.localtree import display
+from ..errors import DestinationError, SourceError, UsageError, from_oserror
+from ..events import Listener, TreeResult
+from ..options import Options
 from .treecopy import TreeCopy
 
 __all__ = ["copy_tree", "resolve_tree", "tree_roots"]
@@ -92,7 +92,7 @@ def resolve_tree(
     if not dst_path:
         raise DestinationError("destination path is empty")
     if "://" in src_path:
-        from .core.http import looks_like_url
+        from ..core.http import looks_like_url
 
         if looks_like_url(src_path):
             raise UsageError(f"{src_path}: a URL cannot be copied recursively; -r copies local directories")

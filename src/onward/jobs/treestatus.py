@@ -12,12 +12,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from .core.journal import DecodeError, decode
-from .core.plan import without
-from .core.treejournal import decode_tree
-from .endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
-from .endpoints.localtree import TREE_JOURNAL, TreeLock, remove_working_files, working_base
-from .errors import from_oserror
+from ..core.journal import DecodeError, decode
+from ..core.plan import without
+from ..core.treejournal import decode_tree
+from ..endpoints.local import JOURNAL_SUFFIX, PARTIAL_SUFFIX
+from ..endpoints.localtree import TREE_JOURNAL, TreeLock, remove_working_files, working_base
+from ..errors import from_oserror
 from .status import Unfinished
 
 __all__ = ["inside", "remove_tree", "unfinished_trees"]

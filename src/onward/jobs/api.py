@@ -11,15 +11,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .checksum import final_check
-from .core.http import looks_like_url, parse_checksum, redact_url
-from .endpoints.local import LocalSink, LocalSource
-from .endpoints.localjournal import LocalJournal
-from .endpoints.metadata import keeper_for
-from .engine import Transfer
-from .errors import DestinationError, SourceError, UsageError
-from .events import CopyResult, Listener
-from .options import Options
+from ..checksum import final_check
+from ..core.http import looks_like_url, parse_checksum, redact_url
+from ..endpoints.local import LocalSink, LocalSource
+from ..endpoints.localjournal import LocalJournal
+from ..endpoints.metadata import keeper_for
+from ..engine import Transfer
+from ..errors import DestinationError, SourceError, UsageError
+from ..events import CopyResult, Listener
+from ..options import Options
 
 __all__ = ["copy", "resolve_destination"]
 
@@ -55,7 +55,7 @@ def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **op
     if not dst_path:
         raise DestinationError("destination path is empty")
     if dst_path[:5].lower() == "s3://" or src_path[:5].lower() == "s3://":
-        from . import s3copy  # botocore only for s3:// URLs
+        from .. import s3copy  # botocore only for s3:// URLs
 
         if dst_path[:5].lower() == "s3://":
             if looks_like_url(src_path) or src_path[:5].lower() == "s3://":
@@ -63,7 +63,7 @@ def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **op
             return s3copy.upload(src_path, dst_path, opts, listeners)
         return s3copy.download(src_path, dst_path, opts, listeners)
     if looks_like_url(dst_path):
-        from .core.upload import is_upload_url  # here: local copies need not import it
+        from ..core.upload import is_upload_url  # here: local copies need not import it
 
         if is_upload_url(dst_path):  # tus+http(s):// or ietf+http(s)://: a resumable upload
             from .upload import upload
