@@ -33,8 +33,10 @@ __all__ = [
     "PARTIAL_SUFFIX",
     "LocalSink",
     "LocalSource",
+    "file_kind",
     "fsync_dir",
     "journal_path",
+    "lock_or_refuse",
     "partial_path",
 ]
 
@@ -50,7 +52,8 @@ def journal_path(destination: str) -> str:
     return destination + JOURNAL_SUFFIX
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages ("is a FIFO")."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
@@ -60,6 +63,16 @@ def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "not a regular file"
+
+
+def lock_or_refuse(fd: int, refused: Exception) -> None:
+    """Take ``fd``'s exclusive lock without waiting; if another process holds it (or the lock
+    cannot be taken at all), close ``fd`` and raise ``refused``: one writer at a time."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise refused from None
 
 
 def fsync_dir(path: str, doing: str, *, directory: bool = False) -> None:
@@ -115,7 +128,7 @@ class LocalSource:
                 raise SourceError(f"{path}: is a directory; use -r to copy a directory tree", path)
             if not stat.S_ISREG(st.st_mode):
                 raise SourceError(
-                    f"{path}: is {_kind(st.st_mode)}; onward copies regular files only, "
+                    f"{path}: is {file_kind(st.st_mode)}; onward copies regular files only, "
                     "because a stream cannot be resumed",
                     path,
                 )
@@ -141,7 +154,7 @@ class LocalSource:
         except OSError as exc:
             raise from_oserror(exc, self.name, "cannot read source", source=True) from None
         if not stat.S_ISREG(st.st_mode):
-            raise SourceError(f"{self.name}: is now {_kind(st.st_mode)}", self.name)
+            raise SourceError(f"{self.name}: is now {file_kind(st.st_mode)}", self.name)
         self._st = st
         return Identity(
             "local",
@@ -254,15 +267,14 @@ class LocalSink:
             raise error from None
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise DestinationError(f"{partial}: is {_kind(st.st_mode)}, not a partial copy", partial)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise DestinationError(
+            raise DestinationError(f"{partial}: is {file_kind(st.st_mode)}, not a partial copy", partial)
+        lock_or_refuse(
+            fd,
+            DestinationError(
                 f"{destination}: another onward is copying to it right now; wait for it to finish",
                 destination,
-            ) from None
+            ),
+        )
         if not _names(partial, st):
             os.close(fd)
             return None

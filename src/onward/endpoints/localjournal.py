@@ -13,7 +13,14 @@ import os
 from ..errors import DurabilityError, JournalError, from_oserror
 from .local import fsync_dir, journal_path
 
-__all__ = ["LocalJournal"]
+__all__ = ["LocalJournal", "write_all"]
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte of ``data`` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class LocalJournal:
@@ -45,9 +52,7 @@ class LocalJournal:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -63,9 +68,7 @@ class LocalJournal:
         try:
             if self._fd is None:
                 self._fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            write_all(self._fd, data)
         except OSError as exc:
             raise self._error(exc, "append to journal") from None
 

@@ -21,7 +21,7 @@ from ..core.journal import DecodeError, decode
 from ..core.tree import Artefacts, DestTree, Kind, Node, SourceTree
 from ..core.treejournal import Stamp
 from ..errors import DestinationError
-from .local import JOURNAL_SUFFIX, PARTIAL_SUFFIX, partial_path
+from .local import JOURNAL_SUFFIX, PARTIAL_SUFFIX, file_kind, lock_or_refuse, partial_path
 
 __all__ = [
     "TREE_JOURNAL",
@@ -77,16 +77,6 @@ def working_base(name: str) -> str | None:
     return None
 
 
-def _special(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 _KINDS = {stat.S_IFREG: Kind.FILE, stat.S_IFDIR: Kind.DIR, stat.S_IFLNK: Kind.SYMLINK}
 _FILE, _DIR = Kind.FILE, Kind.DIR  # an enum member looked up on its class costs ten times a global
 _S_IFMT, _S_IFREG, _S_IFLNK, _S_IFDIR = 0o170000, stat.S_IFREG, stat.S_IFLNK, stat.S_IFDIR
@@ -106,7 +96,7 @@ def node_of(st: os.stat_result, target: str | None = None) -> Node:
         )
         return node
     kind = _KINDS.get(mode & _S_IFMT, Kind.SPECIAL)
-    what = _special(mode) if kind is Kind.SPECIAL else ""
+    what = file_kind(mode) if kind is Kind.SPECIAL else ""
     return Node(
         kind, mode & 0o7777, st.st_size, st.st_mtime_ns, st.st_atime_ns, None, st.st_nlink, target, what
     )
@@ -410,14 +400,12 @@ class TreeLock:
             self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             raise DestinationError(f"{display(root)}: {cause(exc, 'cannot open')}", root) from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            raise DestinationError(
-                f"{display(root)}: another onward is copying into it right now; wait for it to finish",
-                root,
-            ) from None
+        lock_or_refuse(
+            self.fd,
+            DestinationError(
+                f"{display(root)}: another onward is copying into it right now; wait for it to finish", root
+            ),
+        )
 
     def close(self) -> None:
         os.close(self.fd)

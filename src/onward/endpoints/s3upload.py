@@ -13,7 +13,6 @@ the upload; a file of at most one part goes in one PutObject.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,9 +26,8 @@ from ..core.identity import Identity
 from ..core.journal import DecodeError, Promote, decode
 from ..core.resume import keeps_upload
 from ..errors import DestinationError, IntegrityError, SourceError, TransientError
-from .localjournal import LocalJournal
 from .s3 import CALL_ERRORS, Store, checksum_param, kind_of, translate
-from .uploadjournal import LOCK_SUFFIX, UploadJournal, lock_state
+from .uploadjournal import UploadJournal, lock_state
 
 __all__ = ["S3Journal", "S3UploadSink"]
 
@@ -383,11 +381,7 @@ class S3Journal(UploadJournal):
     record that claims it."""
 
     def __init__(self, directory: str, key: str, sink: S3UploadSink, lock: int) -> None:
-        # Not UploadJournal.__init__: that one binds a tus sink; these are the fields it sets.
-        self.directory = directory
-        self._journal = LocalJournal(os.path.join(directory, key))
-        self.name = self._journal.name
-        self._lock_path = os.path.join(directory, key + LOCK_SUFFIX)
+        self._place(directory, key)  # not UploadJournal.__init__: that one binds a tus sink
         self._s3 = sink
         sink.record = self.record_s3
         sink.record_part = self.record_part

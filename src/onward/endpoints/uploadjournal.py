@@ -10,13 +10,13 @@ query values.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from typing import TYPE_CHECKING
 
 from ..core.journal import DecodeError, Upload, decode, encode_upload
 from ..errors import DestinationError, JournalError, OnwardError
-from .localjournal import LocalJournal
+from .local import lock_or_refuse
+from .localjournal import LocalJournal, write_all
 
 if TYPE_CHECKING:
     from .tus import UploadSink
@@ -37,14 +37,18 @@ class UploadJournal:
     """
 
     def __init__(self, directory: str, key: str, sink: UploadSink) -> None:
-        self.directory = directory
-        self._journal = LocalJournal(os.path.join(directory, key))
-        self.name = self._journal.name
-        self._lock_path = os.path.join(directory, key + LOCK_SUFFIX)
+        self._place(directory, key)
         self._sink = sink
         sink.record = self.record
         self._lock = -1
         self._append_fd = -1
+
+    def _place(self, directory: str, key: str) -> None:
+        """The journal's and its lock's paths: ``key`` in ``directory``."""
+        self.directory = directory
+        self._journal = LocalJournal(os.path.join(directory, key))
+        self.name = self._journal.name
+        self._lock_path = os.path.join(directory, key + LOCK_SUFFIX)
 
     @classmethod
     def open(cls, directory: str, key: str, sink: UploadSink) -> UploadJournal:
@@ -86,9 +90,7 @@ class UploadJournal:
         try:
             if self._append_fd < 0:
                 self._append_fd = os.open(self.name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._append_fd, view) :]
+            write_all(self._append_fd, data)
             if sync:
                 os.fdatasync(self._append_fd)
         except OSError as exc:
@@ -138,11 +140,10 @@ def lock_state(directory: str, key: str, name: str) -> int:
             "set XDG_STATE_HOME to a writable directory",
             directory,
         ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise DestinationError(
+    lock_or_refuse(
+        fd,
+        DestinationError(
             f"{name}: another onward is uploading this file there right now; wait for it to finish", name
-        ) from None
+        ),
+    )
     return fd

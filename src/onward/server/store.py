@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import hashlib
 import json
 import logging
@@ -37,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from ..core.journal import DecodeError, frame, frames, preamble
-from ..endpoints.local import fsync_dir
+from ..endpoints.local import fsync_dir, lock_or_refuse
 from ..errors import DestinationError, DurabilityError, from_oserror
 from .headers import valid_id
 from .storage import Upload
@@ -97,14 +96,13 @@ class Store:
             fd = os.open(os.path.join(self.staging, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise from_oserror(exc, self.staging, "creating the upload directory", source=False) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DestinationError(
+        lock_or_refuse(
+            fd,
+            DestinationError(
                 f"{self.root}: another onward server is using this directory; stop it or serve another",
                 self.root,
-            ) from None
+            ),
+        )
         self._lock_fd = fd
         for name in os.listdir(self.staging):
             if name.endswith(".tmp"):
