@@ -55,7 +55,7 @@ def copy(src: StrPath, dst: StrPath, *, listeners: Sequence[Listener] = (), **op
     if not dst_path:
         raise DestinationError("destination path is empty")
     if dst_path[:5].lower() == "s3://" or src_path[:5].lower() == "s3://":
-        from .. import s3copy  # botocore only for s3:// URLs
+        from . import s3copy  # botocore only for s3:// URLs
 
         if dst_path[:5].lower() == "s3://":
             if looks_like_url(src_path) or src_path[:5].lower() == "s3://":

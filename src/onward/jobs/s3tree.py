@@ -22,7 +22,6 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from .. import s3copy
 from ..core import s3 as proto
 from ..core.s3treejournal import Done, encode_s3_done, encode_s3_tree_start, read_s3_done
 from ..core.treejournal import Stamp
@@ -33,6 +32,7 @@ from ..endpoints.uploadjournal import LOCK_SUFFIX
 from ..errors import DestinationError, Interrupted, OnwardError, PartialCopyError, UsageError
 from ..events import Listener, Notice, dispatch
 from ..options import Options
+from . import s3copy
 
 __all__ = ["TreeCounts", "copy_tree"]
 
