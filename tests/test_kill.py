@@ -438,8 +438,9 @@ def test_ctrl_c_and_sigterm_exit_130_at_once_and_the_rerun_resumes(
 # method, before the call does anything: a real signal, at a moment chosen instead of drawn.
 SIGNAL_HOOK = """
 import os, signal, sys
-from onward.endpoints import local
-owner, method, nth = getattr(local, sys.argv[1]), sys.argv[2], int(sys.argv[3])
+from onward.endpoints import local, localjournal
+home = localjournal if sys.argv[1] == "LocalJournal" else local
+owner, method, nth = getattr(home, sys.argv[1]), sys.argv[2], int(sys.argv[3])
 signum = getattr(signal, sys.argv[4])
 original, calls = getattr(owner, method), [0]
 def hooked(*args, **kwargs):
