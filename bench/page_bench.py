@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import browser  # noqa: E402
-from http_servers import free_port, stop_process, wait_for_port  # noqa: E402
+from http_servers import free_port, onward_serve_argv, stop_process, wait_for_port  # noqa: E402
 from peers.servers import missing, tus_js_upload  # noqa: E402
 
 if TYPE_CHECKING:
@@ -71,8 +71,7 @@ class Serve:
         self.directory = directory
         self.port = free_port()
         self.origin = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "onward", "serve", str(directory), "--port", str(self.port)]
-        self.proc = subprocess.Popen([*argv, "--log-level", "warning"], stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(onward_serve_argv(directory, self.port), stdin=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc, timeout=30)
 
     def take(self, src: Path) -> None:

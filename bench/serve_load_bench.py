@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from tus_bench import HOST, NODE, PEERS, free_port, parse_size, wait_for_port
+from tus_bench import HOST, NODE, PEERS, free_port, onward_serve_argv, parse_size, wait_for_port
 
 MiB = 1 << 20
 ATTEMPTS = 6
@@ -80,9 +80,8 @@ class ServerProc:
         self.sampler = threading.Thread(target=self._sample, daemon=True)
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "onward", "serve", str(self.directory), "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [*argv, "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            onward_serve_argv(self.directory, self.port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_port(self.port, self.proc)
         if not self.sampler.is_alive():

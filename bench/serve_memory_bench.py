@@ -27,7 +27,14 @@ import threading
 import time
 from pathlib import Path
 
-from tus_bench import HOST, NODE, PEERS, Server, free_port  # tus_bench puts tests/ on sys.path
+from tus_bench import (  # tus_bench puts tests/ on sys.path
+    HOST,
+    NODE,
+    PEERS,
+    Server,
+    free_port,
+    onward_serve_argv,
+)
 
 MiB = 1 << 20
 WARM_UP = 2000
@@ -82,18 +89,7 @@ def main() -> int:
         ours.mkdir()
         node.mkdir()
         port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "onward",
-            "serve",
-            str(ours),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-        servers.append(Server("onward serve", argv, ours, port))
+        servers.append(Server("onward serve", onward_serve_argv(ours, port), ours, port))
         if (PEERS / "node_modules" / "@tus" / "server").is_dir():
             port = free_port()
             argv = [NODE, str(PEERS / "tus_node_server.mjs"), str(node), str(port)]

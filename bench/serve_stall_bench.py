@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
-from tus_bench import NODE, PEERS, Server, free_port
+from tus_bench import NODE, PEERS, Server, free_port, onward_serve_argv
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {**TUS, "Content-Type": "application/offset+octet-stream"}
@@ -87,18 +87,9 @@ def main() -> int:
         node.mkdir()
         hook = f"{sys.executable} -c 'import time; time.sleep({args.hook})'"
         port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "onward",
-            "serve",
-            str(ours),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
-        servers.append(Server("onward serve", [*argv, "--on-complete", hook], ours, port))
+        servers.append(
+            Server("onward serve", onward_serve_argv(ours, port, "--on-complete", hook), ours, port)
+        )
         port = free_port()
         os.environ["FINISH_HOOK_SECONDS"] = f"{args.hook:g}"
         argv = [NODE, str(PEERS / "tus_node_server.mjs"), str(node), str(port)]

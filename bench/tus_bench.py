@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "tests" / "peers"
 sys.path.insert(0, str(ROOT / "tests"))
-from http_servers import HOST, free_port, wait_for_port  # noqa: E402
+from http_servers import HOST, free_port, onward_serve_argv, wait_for_port  # noqa: E402
 
 MiB = 1 << 20
 NODE = shutil.which("node") or "/usr/bin/node"
@@ -157,12 +157,8 @@ def main() -> int:
         ours_store.mkdir()
         node_store.mkdir()
         port = free_port()
-        ours_argv = [sys.executable, "-m", "onward", "serve", str(ours_store), "--port", str(port)]
-        servers.append(
-            Server(
-                "onward serve", [*ours_argv, "--log-level", "warning", "--http", args.http], ours_store, port
-            )
-        )
+        ours_argv = onward_serve_argv(ours_store, port, "--http", args.http)
+        servers.append(Server("onward serve", ours_argv, ours_store, port))
         port = free_port()
         node_argv = [NODE, str(PEERS / "tus_node_server.mjs"), str(node_store), str(port)]
         servers.append(Server("@tus/server", node_argv, node_store, port, cwd=PEERS))

@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def onward_serve_argv(directory: Path | str, port: int, *extra: str) -> list[str]:
+    """The command that starts ``onward serve DIR`` on ``port`` with quiet logs, as the benches run it."""
+    argv = [sys.executable, "-m", "onward", "serve", str(directory), "--port", str(port)]
+    return [*argv, "--log-level", "warning", *extra]
 
 
 def wait_for_port(
